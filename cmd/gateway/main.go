@@ -1,0 +1,126 @@
+// Command gateway runs a roomcast gateway: the dashboard page, the
+// WebSocket endpoint and the NATS subscriptions behind them.
+//
+//	go run ./cmd/gateway --demo     # embedded NATS and sample producers
+//	gateway --config /etc/roomcast/config.yaml
+//
+// It stops on SIGINT or SIGTERM: /readyz turns 503, clients are closed with
+// 1012, NATS is drained, and it exits 0 within shutdown_timeout. A second
+// signal exits at once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/roomcast/roomcast/pkg/broker"
+	"github.com/roomcast/roomcast/pkg/config"
+	"github.com/roomcast/roomcast/pkg/gateway"
+	"github.com/roomcast/roomcast/pkg/producer"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "gateway:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "config file (default: $ROOMCAST_CONFIG, else ./config.yaml if present)")
+	demo := fs.Bool("demo", false, "also run the sample producers (rooms sales and visitors) in this process")
+	fs.String("listen", "", "HTTP address, overrides listen")
+	fs.String("nats-url", "", "NATS server list, overrides nats.url; empty runs an embedded server")
+	fs.String("log-level", "", "debug, info, warn or error; overrides log.level")
+	fs.String("log-format", "", "text or json; overrides log.format")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	overrides := map[string]any{}
+	keys := map[string]string{"listen": "listen", "nats-url": "nats.url", "log-level": "log.level", "log-format": "log.format"}
+	fs.Visit(func(f *flag.Flag) {
+		if key, ok := keys[f.Name]; ok {
+			overrides[key] = f.Value.String()
+		}
+	})
+	cfg, err := config.Load(config.LoadOptions{File: *configFile, Overrides: overrides})
+	if err != nil {
+		return err
+	}
+	log := cfg.Log.NewLogger(stderr)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	g, err := gateway.Start(cfg, gateway.Options{Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("dashboard ready", "url", dashboardURL(g.Addr()))
+
+	var producers sync.WaitGroup
+	prodCtx, stopProducers := context.WithCancel(context.Background())
+	if *demo {
+		nc, err := broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.Embedded(), Name: "roomcast-demo-producer"}, log.With("component", "demo-producer"))
+		if err != nil {
+			stopProducers()
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+		p, err := producer.New(nc, producer.Options{SubjectPrefix: cfg.NATS.SubjectPrefix, CatalogBucket: cfg.NATS.CatalogBucket})
+		if err != nil {
+			stopProducers()
+			nc.Close()
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			defer nc.Close()
+			producer.Run(prodCtx, p, cfg.Producer.Rooms, cfg.Producer.AnnounceInterval, log.With("component", "demo-producer"))
+		}()
+		log.Info("demo producers running", "rooms", len(cfg.Producer.Rooms))
+	}
+
+	<-ctx.Done()
+	stop() // a second signal now ends the process at once
+	log.Info("signal received, shutting down", "timeout", cfg.ShutdownTimeout)
+	stopProducers()
+	producers.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := g.Shutdown(sctx); err != nil {
+		// The stop was asked for: report what did not finish in time, but
+		// exit 0 like a clean stop.
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	return nil
+}
+
+func dashboardURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
+

@@ -1,0 +1,123 @@
+// Package catalog is the room catalogue: what each room is called and which
+// metrics it carries (key, label, unit), announced by producers and listed
+// by gateways at /api/rooms so that dashboards can build their cards.
+//
+// The catalogue lives in a JetStream key-value bucket (default
+// "roomcast_catalog"), one key per room, the value an Entry as JSON. A
+// producer announces a room by putting the entry under the room's key — or
+// by a plain NATS publish of it to $KV.<bucket>.<room>, which is what a key
+// put is, so any language or `nats kv put` can do it — and re-announces it
+// periodically. Gateways watch the bucket, so a new room
+// appears on every gateway without a restart. Without JetStream the gateway
+// follows the same subjects on core NATS and learns rooms from the
+// periodic announcements instead.
+package catalog
+
+import (
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// DefaultBucket is the key-value bucket of the catalogue.
+const DefaultBucket = "roomcast_catalog"
+
+// Limits on an entry, so that one producer cannot blow up /api/rooms.
+const (
+	MaxEntryBytes = 16 << 10
+	MaxMetrics    = 64
+	MaxTextLen    = 128 // title, label, unit and key, in characters
+)
+
+// Metric describes one metric of a room.
+type Metric struct {
+	Key   string `json:"key"`
+	Label string `json:"label"`
+	Unit  string `json:"unit,omitempty"`
+}
+
+// Entry is the catalogue entry of a room.
+type Entry struct {
+	Room    string   `json:"room"`
+	Title   string   `json:"title"`
+	Metrics []Metric `json:"metrics"`
+	// IntervalMS is how often the room is normally updated, so that a
+	// dashboard can tell a stale room from a slow one. Optional.
+	IntervalMS int64 `json:"interval_ms,omitempty"`
+}
+
+// Validate checks an entry; the error names the offending field.
+func (e *Entry) Validate() error {
+	if err := protocol.CheckRoom(e.Room); err != nil {
+		return fmt.Errorf("room: %w", err)
+	}
+	if err := checkText("title", e.Title, true); err != nil {
+		return err
+	}
+	if len(e.Metrics) > MaxMetrics {
+		return fmt.Errorf("metrics: %d metrics, the limit is %d", len(e.Metrics), MaxMetrics)
+	}
+	seen := make(map[string]bool, len(e.Metrics))
+	for i, m := range e.Metrics {
+		field := fmt.Sprintf("metrics[%d]", i)
+		if err := checkText(field+".key", m.Key, true); err != nil {
+			return err
+		}
+		if seen[m.Key] {
+			return fmt.Errorf("%s.key: duplicate key %q", field, m.Key)
+		}
+		seen[m.Key] = true
+		if err := checkText(field+".label", m.Label, false); err != nil {
+			return err
+		}
+		if err := checkText(field+".unit", m.Unit, false); err != nil {
+			return err
+		}
+	}
+	if e.IntervalMS < 0 {
+		return fmt.Errorf("interval_ms: must not be negative")
+	}
+	return nil
+}
+
+func checkText(field, s string, required bool) error {
+	switch {
+	case required && s == "":
+		return fmt.Errorf("%s: required", field)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%s: not valid UTF-8", field)
+	case utf8.RuneCountInString(s) > MaxTextLen:
+		return fmt.Errorf("%s: longer than %d characters", field, MaxTextLen)
+	}
+	return nil
+}
+
+// Parse decodes and validates the entry announced under key room. An entry
+// without "room" takes the key; one with another room is refused.
+func Parse(room string, data []byte) (Entry, error) {
+	if len(data) > MaxEntryBytes {
+		return Entry{}, fmt.Errorf("entry is %d bytes, the limit is %d", len(data), MaxEntryBytes)
+	}
+	var e Entry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Entry{}, fmt.Errorf("entry is not a JSON object of the catalogue shape: %w", err)
+	}
+	if e.Room == "" {
+		e.Room = room
+	}
+	if e.Room != room {
+		return Entry{}, fmt.Errorf("room: entry names %q but was announced for %q", e.Room, room)
+	}
+	if e.Metrics == nil {
+		e.Metrics = []Metric{}
+	}
+	if err := e.Validate(); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// Subject is the subject a room's entry is announced on.
+func Subject(bucket, room string) string { return "$KV." + bucket + "." + room }

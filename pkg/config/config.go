@@ -1,0 +1,154 @@
+// Package config is roomcast's configuration: one struct shared by the
+// gateway and the producer, its defaults, loading (config.yaml, then
+// ROOMCAST_* environment variables, then flags) and validation. Every key is
+// documented in config.yaml at the repository root; Default is the source
+// of the values written there.
+package config
+
+import (
+	"time"
+
+	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// Config is the whole configuration. Field tags are the config.yaml keys.
+type Config struct {
+	// Listen is the gateway's HTTP address.
+	Listen string `mapstructure:"listen"`
+	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
+	// may open a WebSocket; empty means same origin only. "*" allows all.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+
+	PingInterval     time.Duration `mapstructure:"ping_interval"`
+	PongTimeout      time.Duration `mapstructure:"pong_timeout"`
+	WriteTimeout     time.Duration `mapstructure:"write_timeout"`
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	ShutdownTimeout  time.Duration `mapstructure:"shutdown_timeout"`
+
+	NATS     NATS     `mapstructure:"nats"`
+	Limits   Limits   `mapstructure:"limits"`
+	Queue    Queue    `mapstructure:"queue"`
+	Log      Log      `mapstructure:"log"`
+	Producer Producer `mapstructure:"producer"`
+}
+
+// NATS configures the NATS connection.
+type NATS struct {
+	// URL is a comma-separated server list; empty runs an embedded server.
+	URL           string   `mapstructure:"url"`
+	Name          string   `mapstructure:"name"`
+	SubjectPrefix string   `mapstructure:"subject_prefix"`
+	CatalogBucket string   `mapstructure:"catalog_bucket"`
+	Embedded      Embedded `mapstructure:"embedded"`
+}
+
+// Embedded configures the embedded nats-server.
+type Embedded struct {
+	Listen   string `mapstructure:"listen"`
+	StoreDir string `mapstructure:"store_dir"`
+}
+
+// Limits bound what one client or producer can make the gateway do.
+type Limits struct {
+	MaxFrameBytes         int     `mapstructure:"max_frame_bytes"`
+	MaxRoomsPerConnection int     `mapstructure:"max_rooms_per_connection"`
+	CommandsPerSecond     float64 `mapstructure:"commands_per_second"`
+	CommandBurst          int     `mapstructure:"command_burst"`
+	MaxUpdateBytes        int     `mapstructure:"max_update_bytes"`
+}
+
+// Queue is the per-client outgoing queue and its slow-client policy.
+type Queue struct {
+	ConflateAfter int `mapstructure:"conflate_after"`
+	MaxMessages   int `mapstructure:"max_messages"`
+	MaxBytes      int `mapstructure:"max_bytes"`
+	BatchBytes    int `mapstructure:"batch_bytes"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// Producer configures cmd/producer and the gateway's --demo producers.
+type Producer struct {
+	AnnounceInterval time.Duration  `mapstructure:"announce_interval"`
+	Rooms            []ProducerRoom `mapstructure:"rooms"`
+}
+
+// ProducerRoom is one generated room.
+type ProducerRoom struct {
+	Room     string           `mapstructure:"room"`
+	Title    string           `mapstructure:"title"`
+	Interval time.Duration    `mapstructure:"interval"`
+	Metrics  []ProducerMetric `mapstructure:"metrics"`
+}
+
+// ProducerMetric is one generated metric.
+type ProducerMetric struct {
+	Key       string  `mapstructure:"key"`
+	Label     string  `mapstructure:"label"`
+	Unit      string  `mapstructure:"unit"`
+	Generator string  `mapstructure:"generator"` // uniform or walk
+	Min       float64 `mapstructure:"min"`
+	Max       float64 `mapstructure:"max"`
+	Step      float64 `mapstructure:"step"` // walk: largest change per tick
+	Decimals  int     `mapstructure:"decimals"`
+}
+
+// Default returns the built-in configuration, which config.yaml repeats.
+func Default() Config {
+	return Config{
+		Listen:           ":8080",
+		AllowedOrigins:   []string{},
+		PingInterval:     20 * time.Second,
+		PongTimeout:      10 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		HandshakeTimeout: 10 * time.Second,
+		ShutdownTimeout:  15 * time.Second,
+		NATS: NATS{
+			Name:          "roomcast",
+			SubjectPrefix: protocol.DefaultSubjectPrefix,
+			CatalogBucket: catalog.DefaultBucket,
+			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
+		},
+		Limits: Limits{
+			MaxFrameBytes:         4096,
+			MaxRoomsPerConnection: 32,
+			CommandsPerSecond:     20,
+			CommandBurst:          50,
+			MaxUpdateBytes:        64 << 10,
+		},
+		Queue: Queue{
+			ConflateAfter: 32,
+			MaxMessages:   256,
+			MaxBytes:      1 << 20,
+			BatchBytes:    32 << 10,
+		},
+		Log:      Log{Level: "info", Format: "text"},
+		Producer: Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+	}
+}
+
+// DemoRooms are the sample rooms of the original dashboard: sales every 2 s
+// and visitors every 3 s.
+func DemoRooms() []ProducerRoom {
+	return []ProducerRoom{
+		{
+			Room: "sales", Title: "Sales", Interval: 2 * time.Second,
+			Metrics: []ProducerMetric{
+				{Key: "sales", Label: "Sales", Unit: "CNY", Generator: "uniform", Min: 1000, Max: 5000},
+				{Key: "orders", Label: "Orders", Generator: "uniform", Min: 50, Max: 200},
+			},
+		},
+		{
+			Room: "visitors", Title: "Visitors", Interval: 3 * time.Second,
+			Metrics: []ProducerMetric{
+				{Key: "visitors", Label: "Visitors", Generator: "uniform", Min: 100, Max: 1000},
+				{Key: "active_users", Label: "Active users", Generator: "uniform", Min: 50, Max: 300},
+			},
+		},
+	}
+}

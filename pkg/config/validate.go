@@ -1,0 +1,225 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// Validate checks every value. The error lists each problem as
+// "key: problem".
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, a...)...))
+	}
+	check := func(key string, err error) {
+		if err != nil {
+			bad(key, "%v", err)
+		}
+	}
+
+	check("listen", checkAddr(c.Listen))
+	for i, o := range c.AllowedOrigins {
+		check(fmt.Sprintf("allowed_origins[%d]", i), checkOrigin(o))
+	}
+	for key, d := range map[string]time.Duration{
+		"ping_interval": c.PingInterval, "pong_timeout": c.PongTimeout,
+		"write_timeout": c.WriteTimeout, "handshake_timeout": c.HandshakeTimeout,
+		"shutdown_timeout": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			bad(key, "must be a positive duration such as 10s, got %v", d)
+		}
+	}
+
+	if c.NATS.URL != "" {
+		check("nats.url", checkNATSURLs(c.NATS.URL))
+	} else {
+		check("nats.embedded.listen", checkAddr(c.NATS.Embedded.Listen))
+	}
+	check("nats.subject_prefix", protocol.CheckSubjectPrefix(c.NATS.SubjectPrefix))
+	if !validBucket(c.NATS.CatalogBucket) {
+		bad("nats.catalog_bucket", "must be letters, digits, '-' and '_', got %q", c.NATS.CatalogBucket)
+	}
+
+	positive := func(key string, n int) {
+		if n <= 0 {
+			bad(key, "must be positive, got %d", n)
+		}
+	}
+	positive("limits.max_frame_bytes", c.Limits.MaxFrameBytes)
+	positive("limits.max_rooms_per_connection", c.Limits.MaxRoomsPerConnection)
+	positive("limits.command_burst", c.Limits.CommandBurst)
+	positive("limits.max_update_bytes", c.Limits.MaxUpdateBytes)
+	if c.Limits.CommandsPerSecond <= 0 {
+		bad("limits.commands_per_second", "must be positive, got %v", c.Limits.CommandsPerSecond)
+	}
+	positive("queue.conflate_after", c.Queue.ConflateAfter)
+	positive("queue.max_messages", c.Queue.MaxMessages)
+	positive("queue.max_bytes", c.Queue.MaxBytes)
+	positive("queue.batch_bytes", c.Queue.BatchBytes)
+	if c.Queue.MaxMessages <= c.Queue.ConflateAfter {
+		bad("queue.max_messages", "must be larger than queue.conflate_after (%d), got %d", c.Queue.ConflateAfter, c.Queue.MaxMessages)
+	}
+	if c.Queue.MaxBytes < 4*c.Limits.MaxUpdateBytes {
+		bad("queue.max_bytes", "must hold at least 4 updates of limits.max_update_bytes (%d), got %d", 4*c.Limits.MaxUpdateBytes, c.Queue.MaxBytes)
+	}
+
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+
+	if c.Producer.AnnounceInterval <= 0 {
+		bad("producer.announce_interval", "must be a positive duration, got %v", c.Producer.AnnounceInterval)
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Producer.Rooms {
+		key := fmt.Sprintf("producer.rooms[%d]", i)
+		if err := protocol.CheckRoom(r.Room); err != nil {
+			bad(key+".room", "%v", err)
+		} else if seen[r.Room] {
+			bad(key+".room", "room %q is defined twice", r.Room)
+		}
+		seen[r.Room] = true
+		if r.Interval < 10*time.Millisecond {
+			bad(key+".interval", "must be at least 10ms, got %v", r.Interval)
+		}
+		if len(r.Metrics) == 0 {
+			bad(key+".metrics", "a room needs at least one metric")
+		}
+		keys := map[string]bool{}
+		for j, m := range r.Metrics {
+			mkey := fmt.Sprintf("%s.metrics[%d]", key, j)
+			switch {
+			case m.Key == "":
+				bad(mkey+".key", "required")
+			case m.Key == "ts" || m.Key == "timestamp":
+				bad(mkey+".key", "%q is reserved for the update time", m.Key)
+			case keys[m.Key]:
+				bad(mkey+".key", "%q is defined twice", m.Key)
+			}
+			keys[m.Key] = true
+			switch m.Generator {
+			case "uniform", "walk":
+			default:
+				bad(mkey+".generator", "must be uniform or walk, got %q", m.Generator)
+			}
+			if m.Min > m.Max {
+				bad(mkey+".min", "%v is larger than max %v", m.Min, m.Max)
+			}
+			if m.Step < 0 {
+				bad(mkey+".step", "must not be negative")
+			}
+			if m.Decimals < 0 || m.Decimals > 9 {
+				bad(mkey+".decimals", "must be 0 to 9, got %d", m.Decimals)
+			}
+		}
+		if entry := r.Entry(); len(r.Metrics) > 0 {
+			if err := entry.Validate(); err != nil {
+				bad(key, "catalogue entry: %v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Entry is the room's catalogue entry.
+func (r ProducerRoom) Entry() catalog.Entry {
+	e := catalog.Entry{Room: r.Room, Title: r.Title, IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
+	if e.Title == "" {
+		e.Title = r.Room
+	}
+	for _, m := range r.Metrics {
+		label := m.Label
+		if label == "" {
+			label = m.Key
+		}
+		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: label, Unit: m.Unit})
+	}
+	return e
+}
+
+// checkAddr accepts host:port with a numeric port (host may be empty).
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want host:port such as :8080 or 127.0.0.1:4222", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port in %q", addr)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("invalid host in %q", addr)
+	}
+	return nil
+}
+
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("want an origin such as https://dash.example.com, got %q", o)
+	}
+	return nil
+}
+
+// checkNATSURLs accepts what nats.go accepts: a comma-separated list of
+// nats://, tls://, ws:// or wss:// URLs or bare host:port.
+func checkNATSURLs(list string) error {
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			return fmt.Errorf("empty entry in server list %q", list)
+		}
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("invalid server URL %q", s)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("server URL %q: scheme must be nats, tls, ws or wss", s)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("server URL %q has no host", s)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+				return fmt.Errorf("server URL %q has an invalid port", s)
+			}
+		}
+	}
+	return nil
+}
+
+func validBucket(b string) bool {
+	if b == "" {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

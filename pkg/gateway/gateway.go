@@ -1,0 +1,273 @@
+// Package gateway assembles a roomcast gateway: the NATS connection (and
+// the embedded NATS server when no URL is configured), the hub, the room
+// catalogue and the HTTP server with the WebSocket endpoint, and shuts them
+// down in order.
+//
+// Goroutines: Start launches the HTTP server and the catalogue watcher, and
+// net/http runs one handler goroutine per connection, which runs that
+// client's session; Shutdown ends them all and waits for them.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/pkg/broker"
+	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/config"
+	"github.com/roomcast/roomcast/pkg/hub"
+	"github.com/roomcast/roomcast/pkg/metrics"
+	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/protocol"
+	"github.com/roomcast/roomcast/pkg/session"
+)
+
+// Options are what Start takes besides the configuration.
+type Options struct {
+	// Listener, if set, is served instead of listening on cfg.Listen.
+	Listener net.Listener
+	// Log is the logger; nil discards.
+	Log *slog.Logger
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg      config.Config
+	log      *slog.Logger
+	embedded *server.Server // nil with an external NATS
+	nc       *nats.Conn
+	hub      *hub.Hub
+	catalog  *catalog.Store
+	metrics  *metrics.Metrics
+	registry *prometheus.Registry
+	upgrader websocket.Upgrader
+	sessCfg  session.Config
+	srv      *http.Server
+	ln       net.Listener
+
+	draining atomic.Bool
+	cancel   context.CancelFunc // stops the catalogue watcher
+	bg       sync.WaitGroup     // HTTP server and catalogue watcher
+
+	mu       sync.Mutex // guards sessions
+	sessions map[*session.Session]struct{}
+	conns    sync.WaitGroup // session handlers
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Start brings a gateway up: NATS first (starting the embedded server if
+// cfg.NATS.URL is empty), then the HTTP listener. On error everything
+// started so far is stopped again.
+func Start(cfg config.Config, opts Options) (g *Gateway, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{
+		cfg:      cfg,
+		log:      log,
+		registry: prometheus.NewRegistry(),
+		sessions: make(map[*session.Session]struct{}),
+	}
+	defer func() {
+		if err != nil {
+			g.stopNATS(context.Background())
+		}
+	}()
+
+	if cfg.NATS.URL == "" {
+		dir := cfg.NATS.Embedded.StoreDir
+		if dir == "" {
+			dir = filepath.Join(os.TempDir(), "roomcast", "jetstream")
+		}
+		g.embedded, err = broker.StartEmbedded(broker.EmbeddedConfig{
+			Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true,
+		}, log)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir)
+	}
+	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name}, log)
+	if err != nil {
+		return nil, err
+	}
+	rooms, err := broker.NewRooms(g.nc, cfg.NATS.SubjectPrefix)
+	if err != nil {
+		return nil, err
+	}
+
+	g.metrics = metrics.New(g.registry)
+	g.hub = hub.New(rooms, hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes}, g.metrics, g.registry, log)
+	g.registerGauges()
+	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, log)
+	g.sessCfg = session.Config{
+		PingInterval:  cfg.PingInterval,
+		PongTimeout:   cfg.PongTimeout,
+		WriteTimeout:  cfg.WriteTimeout,
+		MaxFrameBytes: int64(cfg.Limits.MaxFrameBytes),
+		MaxRooms:      cfg.Limits.MaxRoomsPerConnection,
+		CommandRate:   cfg.Limits.CommandsPerSecond,
+		CommandBurst:  cfg.Limits.CommandBurst,
+		MaxBatchBytes: cfg.Queue.BatchBytes,
+		Outbox: outbox.Limits{
+			ConflateAfter: cfg.Queue.ConflateAfter,
+			MaxMessages:   cfg.Queue.MaxMessages,
+			MaxBytes:      cfg.Queue.MaxBytes,
+		},
+	}
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		// Commands are small; a pooled write buffer is held only while a
+		// frame is being written, so idle connections cost no write buffer.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+
+	g.ln = opts.Listener
+	if g.ln == nil {
+		if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	g.srv = &http.Server{
+		Handler:           g.routes(),
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.goBackground(func() { _ = g.catalog.Run(ctx, g.nc) })
+	g.goBackground(func() {
+		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "err", err)
+		}
+	})
+	log.Info("gateway listening", "addr", g.ln.Addr().String(), "nats", natsTarget(cfg))
+	return g, nil
+}
+
+func natsTarget(cfg config.Config) string {
+	if cfg.NATS.URL == "" {
+		return "embedded"
+	}
+	return cfg.NATS.URL
+}
+
+// goBackground runs f on a goroutine that Shutdown waits for.
+func (g *Gateway) goBackground(f func()) {
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		f()
+	}()
+}
+
+// Addr is the address the HTTP server listens on.
+func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
+
+// NATS is the gateway's NATS connection.
+func (g *Gateway) NATS() *nats.Conn { return g.nc }
+
+// Embedded is the embedded NATS server, or nil with an external one.
+func (g *Gateway) Embedded() *server.Server { return g.embedded }
+
+// Hub is the gateway's hub.
+func (g *Gateway) Hub() *hub.Hub { return g.hub }
+
+// CatalogSynced reports whether the room catalogue has been read.
+func (g *Gateway) CatalogSynced() bool { return g.catalog.Synced() }
+
+// Registry holds the gateway's metrics.
+func (g *Gateway) Registry() *prometheus.Registry { return g.registry }
+
+// Ready reports whether the gateway should receive traffic: NATS connected
+// and not shutting down. The string says why not.
+func (g *Gateway) Ready() (bool, string) {
+	switch {
+	case g.draining.Load():
+		return false, "shutting down"
+	case !g.nc.IsConnected():
+		return false, "NATS " + strings.ToLower(g.nc.Status().String())
+	}
+	return true, "ok"
+}
+
+// Shutdown stops the gateway: /readyz turns 503, the listener closes and
+// new connections are refused, every client is closed with 1012, the
+// catalogue watcher stops, NATS is drained and the embedded server, if
+// any, shut down. It returns when all is done or ctx ends (then what is
+// left is closed hard). It may be called more than once; all calls return
+// the first call's result.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.shutdownOnce.Do(func() { g.shutdownErr = g.shutdown(ctx) })
+	return g.shutdownErr
+}
+
+func (g *Gateway) shutdown(ctx context.Context) error {
+	start := time.Now()
+	g.draining.Store(true)
+	// Closes the listener; hijacked WebSocket connections are ours to close.
+	errHTTP := g.srv.Shutdown(ctx)
+
+	g.mu.Lock()
+	n := len(g.sessions)
+	for s := range g.sessions {
+		s.Close(protocol.CloseServiceRestart, "server shutting down")
+	}
+	g.mu.Unlock()
+	g.log.Info("shutting down", "clients", n)
+
+	var errConns error
+	done := make(chan struct{})
+	go func() { g.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errConns = fmt.Errorf("clients still open at the shutdown deadline: %w", ctx.Err())
+	}
+	g.cancel()
+	errNATS := g.stopNATS(ctx)
+	g.bg.Wait()
+	err := errors.Join(errHTTP, errConns, errNATS)
+	g.log.Info("shutdown complete", "took", time.Since(start), "err", err)
+	return err
+}
+
+// stopNATS drains the connection and stops the embedded server.
+func (g *Gateway) stopNATS(ctx context.Context) error {
+	var err error
+	if g.nc != nil {
+		err = broker.Drain(ctx, g.nc)
+	}
+	if g.embedded != nil {
+		g.embedded.Shutdown()
+		g.embedded.WaitForShutdown()
+	}
+	return err
+}

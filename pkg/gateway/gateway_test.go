@@ -1,0 +1,368 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/gateway"
+)
+
+const salesSubject = "roomcast.room.sales"
+
+// metric reads a metric of g by name (and label value, for vectors).
+func metric(t testing.TB, g *gateway.Gateway, name string) float64 {
+	t.Helper()
+	mfs, err := g.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				total += m.Counter.GetValue()
+			case m.Gauge != nil:
+				total += m.Gauge.GetValue()
+			}
+		}
+	}
+	return total
+}
+
+
+func TestUpdateReachesClientsOnTwoGateways(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	g1 := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	g2 := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	c1, c2 := roomtest.Dial(t, g1), roomtest.Dial(t, g2)
+	c1.Join("sales")
+	c2.Join("sales")
+	roomtest.WaitSubscriptions(t, ns, salesSubject, 2)
+
+	nc := roomtest.Connect(t, ns)
+	if err := nc.Publish(salesSubject, []byte(`{ "ts": 1700000000000, "sales": 4200 }`)); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []*roomtest.Client{c1, c2} {
+		m := c.Expect("update")
+		if m.Room != "sales" || string(m.Data) != `{"ts":1700000000000,"sales":4200}` {
+			t.Fatalf("client %d: %+v data %s", i, m, m.Data)
+		}
+	}
+}
+
+// TestSubscriptionFollowsInterest checks on the NATS server itself that a
+// room's subscription exists exactly while the gateway has local clients
+// in it, however the last client goes.
+func TestSubscriptionFollowsInterest(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	tests := []struct {
+		name string
+		end  func(c *roomtest.Client)
+	}{
+		{"leave", func(c *roomtest.Client) {
+			c.Send(`{"op":"leave","room":"sales","id":9}`)
+			if m := c.Expect("left"); m.ID == nil || *m.ID != 9 {
+				t.Fatalf("left reply %+v", m)
+			}
+		}},
+		{"close handshake", func(c *roomtest.Client) {
+			_ = c.Conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			c.Conn.Close()
+		}},
+		{"TCP close", func(c *roomtest.Client) { c.Conn.NetConn().Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			roomtest.WaitSubscriptions(t, ns, salesSubject, 0)
+			a, b := roomtest.Dial(t, g), roomtest.Dial(t, g)
+			a.Join("sales")
+			roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+			b.Join("sales")
+			b.Join("sales") // joining twice takes nothing more
+			if n := roomtest.Subscriptions(ns, salesSubject); n != 1 {
+				t.Fatalf("%d subscriptions with two clients, want 1", n)
+			}
+			tt.end(a)
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				if n := g.Hub().Members("sales"); n != 1 {
+					return fmt.Errorf("%d members", n)
+				}
+				return nil
+			})
+			if n := roomtest.Subscriptions(ns, salesSubject); n != 1 {
+				t.Fatalf("%d subscriptions after first client went, want 1", n)
+			}
+			tt.end(b)
+			roomtest.WaitSubscriptions(t, ns, salesSubject, 0)
+		})
+	}
+}
+
+// TestConcurrentChurnLeavesNothing runs hundreds of clients that join,
+// leave and disconnect concurrently over a few rooms, then checks that the
+// NATS server holds no room subscription and that the gateway's goroutines
+// are back to where they were. Not parallel: it counts goroutines.
+func TestConcurrentChurnLeavesNothing(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	nc := roomtest.Connect(t, ns)
+	baseline := roomtest.Goroutines()
+
+	const clients, rooms, rounds = 300, 5, 8
+	stop := make(chan struct{})
+	var pub sync.WaitGroup
+	pub.Add(1)
+	go func() { // keep updates flowing so fan-out races with churn
+		defer pub.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				_ = nc.Publish(fmt.Sprintf("roomcast.room.r%d", i%rooms), []byte(`{"v":1}`))
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- churn(g, i, rooms, rounds)
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	pub.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	roomtest.Eventually(t, 10*time.Second, func() error {
+		if n := metric(t, g, "roomcast_connections"); n != 0 {
+			return fmt.Errorf("%v connections open", n)
+		}
+		return nil
+	})
+	if n := g.Hub().Rooms(); n != 0 {
+		t.Fatalf("hub still has %d rooms", n)
+	}
+	// The round trip makes the server process every UNSUB sent before it.
+	if err := g.NATS().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := roomtest.SubscriptionsUnder(ns, "roomcast.room."); n != 0 {
+		t.Fatalf("%d room subscriptions left on the NATS server", n)
+	}
+	roomtest.WaitGoroutines(t, baseline)
+}
+
+// churn is one client's life: join and leave random rooms without waiting
+// for replies, then go away in one of three ways.
+func churn(g *gateway.Gateway, i, rooms, rounds int) error {
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/ws", nil)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	go func() { // read (and so answer pings) until the connection ends
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	for r := range rounds {
+		room := fmt.Sprintf("r%d", (i+r)%rooms)
+		op := "join"
+		if (i+r)%3 == 0 {
+			op = "leave"
+		}
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"op":"`+op+`","room":"`+room+`"}`)); err != nil {
+			return err
+		}
+	}
+	switch i % 3 {
+	case 0: // leave everything, then close politely
+		for r := range rooms {
+			_ = conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"op":"leave","room":"r%d"}`, r)))
+		}
+		return conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	case 1:
+		return conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""))
+	default: // vanish
+		return conn.NetConn().Close()
+	}
+}
+
+func TestAPIRoomsFollowsAnnouncements(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	nc := roomtest.Connect(t, g.Embedded())
+	entry := `{"room":"sales_cn","title":"销售","metrics":[{"key":"sales","label":"销售额","unit":"元"}]}`
+	// A plain request to the bucket's subject is what `nats kv put` does;
+	// retry until the gateway has created the bucket.
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		_, err := nc.Request("$KV.roomcast_catalog.sales_cn", []byte(entry), time.Second)
+		return err
+	})
+	var etag string
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		resp, err := http.Get(roomtest.URL(g, "/api/rooms"))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Rooms []struct {
+				Room, Title string
+				Metrics     []struct{ Key, Label, Unit string }
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return err
+		}
+		if len(body.Rooms) != 1 || body.Rooms[0].Title != "销售" || body.Rooms[0].Metrics[0].Unit != "元" {
+			return fmt.Errorf("rooms %+v", body.Rooms)
+		}
+		etag = resp.Header.Get("ETag")
+		return nil
+	})
+	if code, _ := roomtest.Get(t, roomtest.URL(g, "/api/rooms"), http.Header{"If-None-Match": {etag}}); code != http.StatusNotModified {
+		t.Fatalf("unchanged catalogue with its ETag: %d, want 304", code)
+	}
+	// A broken announcement is ignored and changes nothing.
+	if _, err := nc.Request("$KV.roomcast_catalog.bad", []byte(`{"title":5}`), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request("$KV.roomcast_catalog.gone", []byte(`{"title":"Gone"}`), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		_, body := roomtest.Get(t, roomtest.URL(g, "/api/rooms"), nil)
+		if !strings.Contains(body, `"gone"`) || strings.Contains(body, `"bad"`) {
+			return fmt.Errorf("body %s", body)
+		}
+		return nil
+	})
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	tests := []struct {
+		method, path string
+		header       http.Header
+		status       int
+		contains     string
+	}{
+		{"GET", "/", nil, 200, "<"},
+		{"GET", "/healthz", nil, 200, "ok"},
+		{"GET", "/readyz", nil, 200, "ok"},
+		{"GET", "/api/rooms", nil, 200, `"rooms"`},
+		{"GET", "/metrics", nil, 200, "roomcast_connections"},
+		{"POST", "/api/rooms", nil, 405, ""},
+		{"DELETE", "/ws", nil, 405, ""},
+		{"GET", "/nope", nil, 404, ""},
+		{"GET", "/ws", nil, 400, "websocket"},
+		{"GET", "/ws", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Origin": {"https://evil.example"}}, 403, "origin"},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, roomtest.URL(g, tt.path), nil)
+		for k, v := range tt.header {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		buf := make([]byte, 1<<16)
+		n, _ := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || !strings.Contains(strings.ToLower(b.String()), strings.ToLower(tt.contains)) {
+			t.Errorf("%s %s: %d %q, want %d containing %q", tt.method, tt.path, resp.StatusCode, b.String(), tt.status, tt.contains)
+		}
+	}
+}
+
+func TestAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.AllowedOrigins = []string{"https://dash.example.com"}
+	g := roomtest.StartGateway(t, cfg)
+	for origin, ok := range map[string]bool{
+		"https://dash.example.com": true, "https://DASH.example.com": true,
+		"https://evil.example.com": false, "http://dash.example.com": false, "": true,
+	} {
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		conn, resp, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/ws", h)
+		if ok != (err == nil) {
+			t.Errorf("origin %q: err %v, want allowed=%v", origin, err, ok)
+		}
+		if err == nil {
+			conn.Close()
+		} else if resp != nil && resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: status %d, want 403", origin, resp.StatusCode)
+		}
+	}
+}
+
+func TestShutdownClosesClientsWith1012(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	g := roomtest.StartGateway(t, cfg)
+	c := roomtest.Dial(t, g)
+	c.Join("sales")
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		done <- g.Shutdown(ctx)
+	}()
+	if code := c.ExpectClose(5 * time.Second); code != 1012 {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(cfg.ShutdownTimeout):
+		t.Fatal("shutdown did not finish within shutdown_timeout")
+	}
+	if ok, why := g.Ready(); ok || why != "shutting down" {
+		t.Fatalf("ready after shutdown: %v %s", ok, why)
+	}
+	if _, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/ws", nil); err == nil {
+		t.Fatal("a new connection was accepted after shutdown")
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+}

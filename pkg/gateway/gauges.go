@@ -1,0 +1,47 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// registerGauges adds the gauges computed when scraped: queue depth summed
+// over clients, and NATS connection state.
+func (g *Gateway) registerGauges() {
+	// what: 0 messages, 1 bytes, 2 largest queue in bytes.
+	queued := func(what int) func() float64 {
+		return func() float64 {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			total := 0
+			for s := range g.sessions {
+				m, b := s.Queued()
+				switch what {
+				case 0:
+					total += m
+				case 1:
+					total += b
+				default:
+					total = max(total, b)
+				}
+			}
+			return float64(total)
+		}
+	}
+	g.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_queued_messages", Help: "Messages waiting in client queues."}, queued(0)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_queued_bytes", Help: "Bytes waiting in client queues."}, queued(1)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_queued_bytes_max", Help: "Bytes waiting in the longest client queue."}, queued(2)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_nats_connected", Help: "1 while the NATS connection is up."}, func() float64 {
+			if g.nc.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_nats_reconnects_total", Help: "NATS reconnections."}, func() float64 {
+			return float64(g.nc.Stats().Reconnects)
+		}),
+	)
+}

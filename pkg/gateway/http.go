@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/session"
+	"github.com/roomcast/roomcast/pkg/web"
+)
+
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(web.Files()))
+	mux.HandleFunc("GET /ws", g.serveWS)
+	mux.HandleFunc("GET /api/rooms", g.serveRooms)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := g.Ready()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// serveWS upgrades the request and runs the client's session on this
+// goroutine until the connection ends.
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "shutting down: reconnect to another replica", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered with the reason
+	}
+	s := session.New(conn, g.hub, g.sessCfg, g.metrics, g.log.With("remote", r.RemoteAddr))
+	if !g.track(s) {
+		s.Close(1012, "server shutting down")
+	}
+	defer g.untrack(s)
+	s.Serve(r.Context())
+}
+
+// track registers a session for shutdown, unless shutdown has begun.
+func (g *Gateway) track(s *session.Session) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.conns.Add(1)
+	g.sessions[s] = struct{}{}
+	return !g.draining.Load()
+}
+
+func (g *Gateway) untrack(s *session.Session) {
+	g.mu.Lock()
+	delete(g.sessions, s)
+	g.mu.Unlock()
+	g.conns.Done()
+}
+
+type roomsResponse struct {
+	Rooms []catalog.Entry `json:"rooms"`
+}
+
+// serveRooms lists the catalogue. The ETag lets dashboards poll cheaply.
+func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
+	entries, version := g.catalog.List()
+	etag := `"` + strconv.FormatUint(version, 10) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(roomsResponse{Rooms: entries})
+}
+
+// originChecker returns the upgrader's origin policy. With no allowed
+// origins it is gorilla's same-origin check: a browser page from another
+// site cannot open a socket with the user's cookies.
+func originChecker(allowed []string) func(*http.Request) bool {
+	if len(allowed) == 0 {
+		return nil
+	}
+	set := make(map[string]bool, len(allowed))
+	for _, o := range allowed {
+		set[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+	}
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || set["*"] {
+			return true
+		}
+		u, err := url.Parse(origin)
+		if err != nil {
+			return false
+		}
+		return set[strings.ToLower(u.Scheme+"://"+u.Host)]
+	}
+}

@@ -1,0 +1,58 @@
+// Package metrics holds the gateway's Prometheus metrics. Every series is
+// named roomcast_…; counters end in _total. A Metrics is registered on a
+// registry its owner passes in, never on the global default one, so that
+// several gateways can live in one process (as they do in tests).
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the gateway's counters and gauges. Fields are safe for
+// concurrent use.
+type Metrics struct {
+	ConnectionsAccepted prometheus.Counter
+	Connections         prometheus.Gauge
+	Disconnects         *prometheus.CounterVec // by close code
+	UpdatesReceived     prometheus.Counter
+	UpdatesDropped      *prometheus.CounterVec // by reason
+	Deliveries          prometheus.Counter
+	Conflated           prometheus.Counter
+	SlowDisconnects     prometheus.Counter
+	FramesSent          prometheus.Counter
+	MessagesSent        prometheus.Counter
+	BytesSent           prometheus.Counter
+	ClientErrors        *prometheus.CounterVec // by error code
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		ConnectionsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_connections_accepted_total", Help: "WebSocket connections accepted."}),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_connections", Help: "Open WebSocket connections."}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_disconnects_total", Help: "Connections closed by the gateway, by WebSocket close code."}, []string{"code"}),
+		UpdatesReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_updates_received_total", Help: "Room updates received from NATS."}),
+		UpdatesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_updates_dropped_total", Help: "Producer payloads refused and never forwarded, by reason."}, []string{"reason"}),
+		Deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_deliveries_total", Help: "Updates queued to clients (one per update per local client)."}),
+		Conflated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_conflated_total", Help: "Queued updates replaced by a newer update of the same room for a client that fell behind."}),
+		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_slow_disconnects_total", Help: "Clients disconnected with 4008 because their queue overflowed."}),
+		FramesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_frames_sent_total", Help: "WebSocket data frames written (each holds one or more messages)."}),
+		MessagesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_messages_sent_total", Help: "Protocol messages written to clients."}),
+		BytesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_bytes_sent_total", Help: "Payload bytes written to clients."}),
+		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_client_errors_total", Help: "Error replies sent to clients, by error code."}, []string{"code"}),
+	}
+	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
+		m.UpdatesDropped, m.Deliveries, m.Conflated, m.SlowDisconnects, m.FramesSent,
+		m.MessagesSent, m.BytesSent, m.ClientErrors)
+	return m
+}

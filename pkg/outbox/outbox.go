@@ -1,0 +1,172 @@
+// Package outbox is the bounded outgoing queue of one client connection.
+//
+// The hub pushes messages from its fan-out path, which must never wait for
+// a client; the connection's writer takes everything queued at once and
+// writes it as one frame. The policy for a client that falls behind is the
+// dashboard one, in two steps:
+//
+//  1. Conflation: once Limits.ConflateAfter messages or half of
+//     Limits.MaxBytes are waiting, a new update of a room replaces the
+//     newest queued update of the same room in place (latest wins).
+//     Per-room order is kept, older values are skipped, and a client with
+//     seq numbers sees the skip as a gap.
+//  2. Overflow: if a push would take the queue past Limits.MaxMessages or
+//     Limits.MaxBytes, the outbox drops everything it holds, refuses all
+//     further pushes and calls the overflow callback once; the connection
+//     then closes with 4008 (too slow).
+//
+// So the queue holds at most MaxBytes whatever the client does (the
+// writer may hold one more batch of at most that size while it writes),
+// and the cost of a push is O(1) except while conflating, when it is
+// bounded by the queue length.
+package outbox
+
+import "sync"
+
+// Message is one queued server message.
+type Message struct {
+	// Frame is the encoded message. It is shared with other clients and
+	// must not be modified.
+	Frame []byte
+	// Room is the room an update belongs to; conflation matches on it.
+	Room string
+	// Update marks a room update, which a newer update of the same room
+	// may replace. Replies (joined, left, error) are never replaced.
+	Update bool
+}
+
+// Limits bound an outbox. All must be positive.
+type Limits struct {
+	ConflateAfter int // queued messages past which updates are conflated
+	MaxMessages   int // hard bound on queued messages
+	MaxBytes      int // hard bound on queued bytes
+}
+
+// Result says what Push did.
+type Result uint8
+
+const (
+	Queued     Result = iota // appended
+	Conflated                // replaced an older update of the same room
+	Overflowed               // the outbox overflowed now or earlier; message dropped
+	Closed                   // the outbox was closed; message dropped
+)
+
+// Outbox is safe for concurrent use by any number of pushers and one taker.
+type Outbox struct {
+	limits     Limits
+	wake       chan struct{} // capacity 1: an edge trigger, never blocks a pusher
+	onOverflow func()
+
+	mu       sync.Mutex
+	queue    []Message
+	bytes    int
+	overflow bool
+	closed   bool
+}
+
+// New returns an empty outbox. onOverflow, if not nil, is called once, on
+// the pushing goroutine and without locks held, when the outbox overflows;
+// it must not block.
+func New(l Limits, onOverflow func()) *Outbox {
+	return &Outbox{limits: l, wake: make(chan struct{}, 1), onOverflow: onOverflow}
+}
+
+// Push queues m without ever blocking.
+func (o *Outbox) Push(m Message) Result {
+	o.mu.Lock()
+	r, first := o.pushLocked(m)
+	o.mu.Unlock()
+	switch r {
+	case Queued, Conflated:
+		o.signal()
+	case Overflowed:
+		if first {
+			o.signal()
+			if o.onOverflow != nil {
+				o.onOverflow()
+			}
+		}
+	}
+	return r
+}
+
+// pushLocked returns what happened, and whether this push overflowed.
+func (o *Outbox) pushLocked(m Message) (Result, bool) {
+	switch {
+	case o.closed:
+		return Closed, false
+	case o.overflow:
+		return Overflowed, false
+	}
+	if m.Update && (len(o.queue) >= o.limits.ConflateAfter || 2*o.bytes >= o.limits.MaxBytes) {
+		for i := len(o.queue) - 1; i >= 0; i-- {
+			q := &o.queue[i]
+			if q.Room != m.Room {
+				continue
+			}
+			if !q.Update {
+				break // a reply about this room: the update must stay after it
+			}
+			if o.bytes+len(m.Frame)-len(q.Frame) > o.limits.MaxBytes {
+				break
+			}
+			o.bytes += len(m.Frame) - len(q.Frame)
+			q.Frame = m.Frame
+			return Conflated, false
+		}
+	}
+	if len(o.queue) >= o.limits.MaxMessages || o.bytes+len(m.Frame) > o.limits.MaxBytes {
+		o.overflow = true
+		clear(o.queue) // release the frames now, not when the writer gets to it
+		o.queue, o.bytes = nil, 0
+		return Overflowed, true
+	}
+	o.queue = append(o.queue, m)
+	o.bytes += len(m.Frame)
+	return Queued, false
+}
+
+func (o *Outbox) signal() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is signalled after pushes; the taker then calls Take. A signal may
+// find the queue already empty.
+func (o *Outbox) Ready() <-chan struct{} { return o.wake }
+
+// Take moves every queued message into dst (which it returns) and reports
+// whether the outbox has overflowed. Passing the previous batch back, with
+// its elements cleared, lets two slices alternate without allocating.
+func (o *Outbox) Take(dst []Message) (batch []Message, overflowed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	batch = o.queue
+	o.queue, o.bytes = dst[:0], 0
+	// A burst can grow a slice far beyond the usual need; don't keep it
+	// for the connection's lifetime.
+	if cap(o.queue) > 2*o.limits.ConflateAfter {
+		o.queue = nil
+	}
+	return batch, o.overflow
+}
+
+// Close drops what is queued and refuses further pushes.
+func (o *Outbox) Close() {
+	o.mu.Lock()
+	o.closed = true
+	clear(o.queue)
+	o.queue, o.bytes = nil, 0
+	o.mu.Unlock()
+	o.signal()
+}
+
+// Len returns the number of queued messages and their size in bytes.
+func (o *Outbox) Len() (messages, bytes int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue), o.bytes
+}

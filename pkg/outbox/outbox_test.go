@@ -1,0 +1,198 @@
+package outbox
+
+import (
+	"strings"
+	"sync"
+	"testing"
+)
+
+func upd(room, v string) Message {
+	return Message{Frame: []byte(room + ":" + v), Room: room, Update: true}
+}
+func reply(room, v string) Message { return Message{Frame: []byte(room + ":" + v), Room: room} }
+
+func frames(ms []Message) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = string(m.Frame)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestPushPolicy(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		limits  Limits
+		push    []Message
+		results []Result
+		queued  string // frames left, in order
+		over    bool
+	}{
+		{
+			name:    "queues below the conflation bound",
+			limits:  Limits{ConflateAfter: 4, MaxMessages: 8, MaxBytes: 1 << 20},
+			push:    []Message{upd("a", "1"), upd("a", "2"), upd("b", "1")},
+			results: []Result{Queued, Queued, Queued},
+			queued:  "a:1 a:2 b:1",
+		},
+		{
+			name:    "latest wins per room past the bound",
+			limits:  Limits{ConflateAfter: 2, MaxMessages: 8, MaxBytes: 1 << 20},
+			push:    []Message{upd("a", "1"), upd("b", "1"), upd("a", "2"), upd("b", "2"), upd("c", "1")},
+			results: []Result{Queued, Queued, Conflated, Conflated, Queued},
+			queued:  "a:2 b:2 c:1",
+		},
+		{
+			name:    "an update never jumps ahead of a reply of its room",
+			limits:  Limits{ConflateAfter: 1, MaxMessages: 8, MaxBytes: 1 << 20},
+			push:    []Message{upd("a", "1"), reply("a", "left"), reply("a", "joined"), upd("a", "2"), upd("a", "3")},
+			results: []Result{Queued, Queued, Queued, Queued, Conflated},
+			queued:  "a:1 a:left a:joined a:3",
+		},
+		{
+			name:    "replies are never conflated",
+			limits:  Limits{ConflateAfter: 1, MaxMessages: 3, MaxBytes: 1 << 20},
+			push:    []Message{reply("a", "e1"), reply("a", "e2"), reply("a", "e3"), reply("a", "e4"), upd("a", "1")},
+			results: []Result{Queued, Queued, Queued, Overflowed, Overflowed},
+			over:    true,
+		},
+		{
+			name:    "too many rooms overflow the message bound",
+			limits:  Limits{ConflateAfter: 1, MaxMessages: 2, MaxBytes: 1 << 20},
+			push:    []Message{upd("a", "1"), upd("b", "1"), upd("c", "1"), upd("a", "2")},
+			results: []Result{Queued, Queued, Overflowed, Overflowed},
+			over:    true,
+		},
+		{
+			name:    "byte bound",
+			limits:  Limits{ConflateAfter: 10, MaxMessages: 10, MaxBytes: 8},
+			push:    []Message{upd("a", "1"), upd("b", "1"), upd("c", "1")},
+			results: []Result{Queued, Queued, Overflowed},
+			over:    true,
+		},
+		{
+			name:    "conflation that grows the frame still respects the byte bound",
+			limits:  Limits{ConflateAfter: 1, MaxMessages: 10, MaxBytes: 8},
+			push:    []Message{upd("a", "1"), upd("a", "123456")},
+			results: []Result{Queued, Conflated},
+			queued:  "a:123456",
+		},
+		{
+			name:    "half the byte bound starts conflation before the message bound",
+			limits:  Limits{ConflateAfter: 100, MaxMessages: 200, MaxBytes: 12},
+			push:    []Message{upd("a", "1"), upd("b", "1"), upd("a", "2"), upd("a", "3")},
+			results: []Result{Queued, Queued, Conflated, Conflated},
+			queued:  "a:3 b:1",
+		},
+		{
+			name:    "a conflation past the byte bound overflows",
+			limits:  Limits{ConflateAfter: 1, MaxMessages: 10, MaxBytes: 8},
+			push:    []Message{upd("a", "1"), upd("a", "1234567")},
+			results: []Result{Queued, Overflowed},
+			over:    true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			overflows := 0
+			o := New(tt.limits, func() { overflows++ })
+			for i, m := range tt.push {
+				if got := o.Push(m); got != tt.results[i] {
+					t.Fatalf("push %d (%s): %v, want %v", i, m.Frame, got, tt.results[i])
+				}
+			}
+			_, bytes := o.Len()
+			batch, over := o.Take(nil)
+			if over != tt.over {
+				t.Fatalf("overflowed = %v, want %v", over, tt.over)
+			}
+			if want := map[bool]int{true: 1}[tt.over]; overflows != want {
+				t.Fatalf("overflow callback called %d times, want %d", overflows, want)
+			}
+			if got := frames(batch); got != tt.queued {
+				t.Fatalf("queued %q, want %q", got, tt.queued)
+			}
+			if want := len(strings.ReplaceAll(tt.queued, " ", "")); bytes != want {
+				t.Fatalf("bytes = %d, want %d", bytes, want)
+			}
+		})
+	}
+}
+
+func TestCloseDropsAndRefuses(t *testing.T) {
+	t.Parallel()
+	o := New(Limits{ConflateAfter: 2, MaxMessages: 4, MaxBytes: 100}, nil)
+	o.Push(upd("a", "1"))
+	o.Close()
+	if n, b := o.Len(); n != 0 || b != 0 {
+		t.Fatalf("closed outbox holds %d messages, %d bytes", n, b)
+	}
+	if r := o.Push(upd("a", "2")); r != Closed {
+		t.Fatalf("push after close: %v", r)
+	}
+}
+
+// TestConcurrentPushTake checks, under -race, that every pushed message is
+// taken exactly once and in per-pusher order when nothing overflows.
+func TestConcurrentPushTake(t *testing.T) {
+	t.Parallel()
+	const pushers, each = 8, 2000
+	o := New(Limits{ConflateAfter: 1 << 30, MaxMessages: 1 << 30, MaxBytes: 1 << 30}, nil)
+	var wg sync.WaitGroup
+	for p := range pushers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				o.Push(Message{Frame: []byte{byte(p), byte(i >> 8), byte(i)}})
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	next := make([]int, pushers)
+	var batch []Message
+	check := func() {
+		batch, _ = o.Take(batch)
+		for _, m := range batch {
+			p, i := int(m.Frame[0]), int(m.Frame[1])<<8|int(m.Frame[2])
+			if i != next[p] {
+				t.Fatalf("pusher %d: got message %d, want %d", p, i, next[p])
+			}
+			next[p]++
+		}
+		clear(batch)
+	}
+	for {
+		select {
+		case <-o.Ready():
+			check()
+			continue
+		case <-done:
+		}
+		break
+	}
+	check()
+	for p, n := range next {
+		if n != each {
+			t.Fatalf("pusher %d: took %d of %d", p, n, each)
+		}
+	}
+}
+
+func BenchmarkPush(b *testing.B) {
+	o := New(Limits{ConflateAfter: 64, MaxMessages: 256, MaxBytes: 1 << 20}, nil)
+	m := upd("sales", "payload")
+	var batch []Message
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		o.Push(m)
+		if i%32 == 31 {
+			batch, _ = o.Take(batch)
+			clear(batch)
+		}
+	}
+}

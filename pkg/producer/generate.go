@@ -1,0 +1,117 @@
+package producer
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/roomcast/roomcast/pkg/config"
+)
+
+// Generator produces the successive values of one metric.
+type Generator interface {
+	Next() float64
+}
+
+// NewGenerator returns the generator a metric's config describes; the
+// config must have been validated.
+func NewGenerator(m config.ProducerMetric, rnd *rand.Rand) Generator {
+	round := func(v float64) float64 {
+		p := math.Pow(10, float64(m.Decimals))
+		return math.Round(v*p) / p
+	}
+	if m.Generator == "walk" {
+		step := m.Step
+		if step == 0 {
+			step = (m.Max - m.Min) / 20
+		}
+		return &walk{min: m.Min, max: m.Max, step: step, v: (m.Min + m.Max) / 2, rnd: rnd, round: round}
+	}
+	return &uniform{min: m.Min, max: m.Max, rnd: rnd, round: round}
+}
+
+type uniform struct {
+	min, max float64
+	rnd      *rand.Rand
+	round    func(float64) float64
+}
+
+func (u *uniform) Next() float64 {
+	return u.round(u.min + u.rnd.Float64()*(u.max-u.min))
+}
+
+type walk struct {
+	min, max, step, v float64
+	rnd               *rand.Rand
+	round             func(float64) float64
+}
+
+func (w *walk) Next() float64 {
+	w.v = math.Max(w.min, math.Min(w.max, w.v+(w.rnd.Float64()*2-1)*w.step))
+	return w.round(w.v)
+}
+
+// Sample returns one generated update of room (without ts, which Publish
+// adds): a value per metric and "timestamp" as HH:MM:SS.
+func Sample(room config.ProducerRoom, gens []Generator, now time.Time) map[string]any {
+	out := make(map[string]any, len(gens)+1)
+	for i, m := range room.Metrics {
+		out[m.Key] = gens[i].Next()
+	}
+	out["timestamp"] = now.Format("15:04:05")
+	return out
+}
+
+// Run feeds the generated rooms until ctx ends: each room announces its
+// catalogue entry at once and every announceEvery, and publishes a sample
+// every interval. It starts one goroutine per room and returns when all
+// have ended. Publish errors are logged, at most once per room per minute.
+func Run(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for _, room := range rooms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runRoom(ctx, p, room, announceEvery, log.With("room", room.Room))
+		}()
+	}
+	wg.Wait()
+}
+
+func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	gens := make([]Generator, len(room.Metrics))
+	for i, m := range room.Metrics {
+		gens[i] = NewGenerator(m, rnd)
+	}
+	var lastErrLog time.Time
+	report := func(what string, err error) {
+		if err != nil && time.Since(lastErrLog) > time.Minute {
+			lastErrLog = time.Now()
+			log.Warn("producer "+what+" failed", "err", err)
+		}
+	}
+	announceOnce := func() {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		report("announce", p.Announce(actx, room.Entry()))
+	}
+	announceOnce()
+	publish := time.NewTicker(room.Interval)
+	defer publish.Stop()
+	announce := time.NewTicker(announceEvery)
+	defer announce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-publish.C:
+			report("publish", p.Publish(room.Room, Sample(room, gens, now)))
+		case <-announce.C:
+			announceOnce()
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// Client command names.
+const (
+	OpJoin  = "join"
+	OpLeave = "leave"
+)
+
+// Command is one parsed client command.
+type Command struct {
+	Op    string
+	Room  string
+	ID    int64 // echoed in the reply when HasID
+	HasID bool
+	// Since asks for every update after this sequence number (resume).
+	Since    uint64
+	HasSince bool
+}
+
+// Error is a protocol error reply. It implements error so that parsing and
+// command handling can return it directly.
+type Error struct {
+	Code    string
+	Message string
+	Room    string // echoed when the command named a room
+	ID      int64
+	HasID   bool
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// wireCommand is the JSON shape of a command. The id and since fields are
+// kept raw so that only JSON integers are accepted: encoding/json would
+// otherwise take "7" (a string) for a json.Number.
+type wireCommand struct {
+	Op    *string         `json:"op"`
+	Room  *string         `json:"room"`
+	ID    json.RawMessage `json:"id"`
+	Since json.RawMessage `json:"since"`
+}
+
+// ParseCommand parses one client frame. It returns an *Error (never another
+// error type) naming what is wrong; the error carries the command's id and
+// room whenever those could be read, so the reply can be matched.
+//
+// Bad looks like: not JSON, not an object, trailing data, "op" missing or
+// unknown, "room" missing, not a string or not a valid name, "id" not an
+// integer, "since" not a non-negative integer. Unknown fields are ignored
+// so that clients can be newer than the gateway.
+func ParseCommand(frame []byte) (Command, *Error) {
+	var w wireCommand
+	if !isObject(frame) {
+		return Command{}, &Error{Code: CodeBadJSON, Message: "a command must be one JSON object"}
+	}
+	if err := json.Unmarshal(frame, &w); err != nil {
+		return Command{}, &Error{Code: CodeBadJSON, Message: "invalid command: " + jsonProblem(err)}
+	}
+	var cmd Command
+	if w.ID != nil && string(w.ID) != "null" {
+		id, err := strconv.ParseInt(string(w.ID), 10, 64)
+		if err != nil {
+			return Command{}, &Error{Code: CodeBadJSON, Message: `"id" must be an integer`}
+		}
+		cmd.ID, cmd.HasID = id, true
+	}
+	fail := func(code, msg string) (Command, *Error) {
+		return Command{}, &Error{Code: code, Message: msg, Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID}
+	}
+	if w.Room != nil {
+		cmd.Room = *w.Room
+	}
+	if w.Op == nil {
+		return fail(CodeBadOp, `"op" is missing`)
+	}
+	cmd.Op = *w.Op
+	switch cmd.Op {
+	case OpJoin, OpLeave:
+	default:
+		return fail(CodeBadOp, "unknown op; expected join or leave")
+	}
+	if w.Room == nil {
+		return fail(CodeBadRoom, `"room" is missing`)
+	}
+	if err := CheckRoom(cmd.Room); err != nil {
+		return fail(CodeBadRoom, err.Error())
+	}
+	if w.Since != nil && string(w.Since) != "null" {
+		since, err := strconv.ParseUint(string(w.Since), 10, 64)
+		if err != nil {
+			return fail(CodeBadJSON, `"since" must be a non-negative integer`)
+		}
+		if cmd.Op != OpJoin {
+			return fail(CodeBadJSON, `"since" is only valid with join`)
+		}
+		cmd.Since, cmd.HasSince = since, true
+	}
+	return cmd, nil
+}
+
+// isObject reports whether the first non-space byte of b opens an object.
+func isObject(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// jsonProblem turns an encoding/json error into a short message without Go
+// type names, which mean nothing to a client author.
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case *json.SyntaxError:
+		return "syntax error at byte " + strconv.FormatInt(e.Offset, 10)
+	case *json.UnmarshalTypeError:
+		return `field "` + e.Field + `" has the wrong type (got ` + e.Value + ")"
+	}
+	return "malformed JSON"
+}
