@@ -28,12 +28,20 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "gateway:", err)
-		}
-		os.Exit(2)
+	os.Exit(exitCode(run(context.Background(), os.Args[1:], os.Stderr), os.Stderr))
+}
+
+// exitCode reports err and returns the process status: 0 after a clean
+// stop (also one asked for by a signal), 2 when the gateway could not
+// start.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
 	}
+	if !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, "gateway:", err)
+	}
+	return 2
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -123,4 +131,3 @@ func dashboardURL(addr net.Addr) string {
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/"
 }
-

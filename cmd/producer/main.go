@@ -24,22 +24,29 @@ import (
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/config"
 	"github.com/roomcast/roomcast/pkg/producer"
+	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
 // errSkipped makes the exit status 1 when input lines were skipped.
 var errSkipped = errors.New("some input lines were skipped")
 
 func main() {
-	err := run(context.Background(), os.Args[1:], os.Stdin, os.Stderr)
+	os.Exit(exitCode(run(context.Background(), os.Args[1:], os.Stdin, os.Stderr), os.Stderr))
+}
+
+// exitCode reports err and returns the process status: 0 when all went
+// well, 1 when input lines were skipped, 2 on any other error.
+func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
+		return 0
 	case errors.Is(err, errSkipped):
-		os.Exit(1)
+		return 1
 	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "producer:", err)
-		os.Exit(2)
+		fmt.Fprintln(stderr, "producer:", err)
+		return 2
 	}
 }
 
@@ -62,6 +69,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	}
 	if !*stdinMode && *room != "" {
 		return errors.New("--room goes with --stdin")
+	}
+	if *stdinMode {
+		if err := protocol.CheckRoom(*room); err != nil {
+			return fmt.Errorf("--room %q: %w", *room, err)
+		}
 	}
 	overrides := map[string]any{}
 	keys := map[string]string{"nats-url": "nats.url", "log-level": "log.level"}

@@ -74,7 +74,7 @@ type Gateway struct {
 // Start brings a gateway up: NATS first (starting the embedded server if
 // cfg.NATS.URL is empty), then the HTTP listener. On error everything
 // started so far is stopped again.
-func Start(cfg config.Config, opts Options) (g *Gateway, err error) {
+func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -82,17 +82,19 @@ func Start(cfg config.Config, opts Options) (g *Gateway, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g = &Gateway{
+	g := &Gateway{
 		cfg:      cfg,
 		log:      log,
 		registry: prometheus.NewRegistry(),
 		sessions: make(map[*session.Session]struct{}),
 	}
+	started := false
 	defer func() {
-		if err != nil {
-			g.stopNATS(context.Background())
+		if !started {
+			_ = g.stopNATS(context.Background())
 		}
 	}()
+	var err error
 
 	if cfg.NATS.URL == "" {
 		dir := cfg.NATS.Embedded.StoreDir
@@ -169,6 +171,7 @@ func Start(cfg config.Config, opts Options) (g *Gateway, err error) {
 		}
 	})
 	log.Info("gateway listening", "addr", g.ln.Addr().String(), "nats", natsTarget(cfg))
+	started = true
 	return g, nil
 }
 

@@ -41,7 +41,6 @@ func metric(t testing.TB, g *gateway.Gateway, name string) float64 {
 	return total
 }
 
-
 func TestUpdateReachesClientsOnTwoGateways(t *testing.T) {
 	t.Parallel()
 	ns := roomtest.StartNATS(t)

@@ -13,8 +13,8 @@
 package producer
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"

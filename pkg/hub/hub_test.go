@@ -1,0 +1,164 @@
+package hub
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/pkg/broker"
+	"github.com/roomcast/roomcast/pkg/metrics"
+	"github.com/roomcast/roomcast/pkg/outbox"
+)
+
+func newNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func newHub(t testing.TB, src Source) *Hub {
+	reg := prometheus.NewRegistry()
+	return New(src, Options{MaxUpdateBytes: 1 << 16}, metrics.New(reg), reg, slog.New(slog.DiscardHandler))
+}
+
+func newBox() *outbox.Outbox {
+	return outbox.New(outbox.Limits{ConflateAfter: 1000, MaxMessages: 2000, MaxBytes: 1 << 24}, nil)
+}
+
+// drain waits until box holds want messages and returns them as strings.
+func drain(t *testing.T, box *outbox.Outbox, want int) []string {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < want && time.Now().Before(deadline) {
+		select {
+		case <-box.Ready():
+			batch, _ := box.Take(nil)
+			for _, m := range batch {
+				got = append(got, string(m.Frame))
+			}
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if len(got) != want {
+		t.Fatalf("got %d messages %q, want %d", len(got), got, want)
+	}
+	return got
+}
+
+// TestOrder checks the contract's order: joined, then the snapshot (the
+// latest update this gateway has), then live updates; after left, nothing
+// more of the room.
+func TestOrder(t *testing.T) {
+	nc := newNATS(t)
+	rooms, err := broker.NewRooms(nc, "roomcast.room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(t, rooms)
+	a, b := newBox(), newBox()
+
+	if err := h.Join(a, "sales", 1, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil { // the subscription is live on the server
+		t.Fatal(err)
+	}
+	_ = nc.Publish("roomcast.room.sales", []byte(`{"v": 1}`))
+	if got := drain(t, a, 2); got[0] != `{"op":"joined","room":"sales","id":1}` || got[1] != `{"op":"update","room":"sales","data":{"v":1}}` {
+		t.Fatalf("a got %q", got)
+	}
+
+	if err := h.Join(b, "sales", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Publish("roomcast.room.sales", []byte(`{"v":2}`))
+	got := drain(t, b, 3)
+	want := []string{`{"op":"joined","room":"sales"}`, `{"op":"update","room":"sales","data":{"v":1}}`, `{"op":"update","room":"sales","data":{"v":2}}`}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("b got %q, want %q", got, want)
+	}
+
+	h.Leave(b, "sales", 7, true)
+	_ = nc.Publish("roomcast.room.sales", []byte(`{"v":3}`))
+	drain(t, a, 2) // v2 and v3: the room is still live for a
+	if got := drain(t, b, 1); got[0] != `{"op":"left","room":"sales","id":7}` {
+		t.Fatalf("b after leave: %q", got)
+	}
+	if n, _ := b.Len(); n != 0 {
+		t.Fatalf("b got %d messages after left", n)
+	}
+	if h.Members("sales") != 1 || h.Rooms() != 1 {
+		t.Fatalf("members %d rooms %d", h.Members("sales"), h.Rooms())
+	}
+	h.LeaveAll(a, []string{"sales", "never-joined"})
+	if h.Rooms() != 0 {
+		t.Fatalf("%d rooms after everyone left", h.Rooms())
+	}
+}
+
+// fakeSource hands the hub's delivery function to a benchmark, so that the
+// fan-out is measured without NATS in the loop.
+type fakeSource struct{ deliver func(broker.Delivery) }
+
+func (f *fakeSource) Subscribe(_ string, d func(broker.Delivery)) (broker.Subscription, error) {
+	f.deliver = d
+	return fakeSub{}, nil
+}
+
+type fakeSub struct{}
+
+func (fakeSub) Unsubscribe() error { return nil }
+
+// BenchmarkFanout measures one update from NATS to N local clients:
+// validate and compact the payload, encode the frame once, queue it to
+// every client's outbox. The writers' share (Take) runs every 16 updates.
+// ns/delivery and allocs/op are the figures to compare.
+func BenchmarkFanout(b *testing.B) {
+	payload := []byte(`{"ts":1700000000000,"timestamp":"12:00:00","sales":4211.5,"orders":117}`)
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			src := &fakeSource{}
+			h := newHub(b, src)
+			boxes := make([]*outbox.Outbox, n)
+			for i := range boxes {
+				boxes[i] = outbox.New(outbox.Limits{ConflateAfter: 32, MaxMessages: 256, MaxBytes: 1 << 20}, nil)
+				if err := h.Join(boxes[i], "sales", 0, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			batches := make([][]outbox.Message, n)
+			d := broker.Delivery{Payload: payload}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				src.deliver(d)
+				if i%16 == 15 {
+					for j, box := range boxes {
+						batches[j], _ = box.Take(batches[j])
+						clear(batches[j])
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}

@@ -1,0 +1,237 @@
+package producer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/config"
+	"github.com/roomcast/roomcast/pkg/producer"
+)
+
+var fixed = time.UnixMilli(1700000000123)
+
+func newPublisher(t *testing.T) (*producer.Publisher, *nats.Subscription, *nats.Conn) {
+	t.Helper()
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	sub, err := nc.SubscribeSync("roomcast.room.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := producer.New(roomtest.Connect(t, ns), producer.Options{Now: func() time.Time { return fixed }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, sub, nc
+}
+
+func next(t *testing.T, sub *nats.Subscription) *nats.Msg {
+	t.Helper()
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestGenerators(t *testing.T) {
+	t.Parallel()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	tests := []struct {
+		name string
+		m    config.ProducerMetric
+	}{
+		{"uniform whole", config.ProducerMetric{Generator: "uniform", Min: 1000, Max: 5000}},
+		{"uniform decimals", config.ProducerMetric{Generator: "uniform", Min: 0, Max: 1, Decimals: 2}},
+		{"walk", config.ProducerMetric{Generator: "walk", Min: 10, Max: 20, Step: 0.5, Decimals: 1}},
+		{"walk default step", config.ProducerMetric{Generator: "walk", Min: 0, Max: 100}},
+		{"constant", config.ProducerMetric{Generator: "uniform", Min: 7, Max: 7}},
+	}
+	for _, tt := range tests {
+		g := producer.NewGenerator(tt.m, rnd)
+		prev := math.NaN()
+		step := tt.m.Step
+		if step == 0 {
+			step = (tt.m.Max - tt.m.Min) / 20
+		}
+		scale := math.Pow(10, float64(tt.m.Decimals))
+		for i := 0; i < 1000; i++ {
+			v := g.Next()
+			if v < tt.m.Min || v > tt.m.Max {
+				t.Fatalf("%s: %v outside [%v, %v]", tt.name, v, tt.m.Min, tt.m.Max)
+			}
+			if r := v * scale; math.Abs(r-math.Round(r)) > 1e-6 {
+				t.Fatalf("%s: %v has more than %d decimals", tt.name, v, tt.m.Decimals)
+			}
+			if tt.m.Generator == "walk" && !math.IsNaN(prev) && math.Abs(v-prev) > step+1/scale {
+				t.Fatalf("%s: walked %v → %v, step %v", tt.name, prev, v, step)
+			}
+			prev = v
+		}
+	}
+}
+
+func TestDemoRoomsPublish(t *testing.T) {
+	t.Parallel()
+	p, sub, _ := newPublisher(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	rooms := config.DemoRooms()
+	for i := range rooms {
+		rooms[i].Interval = 20 * time.Millisecond
+	}
+	done := make(chan struct{})
+	go func() {
+		producer.Run(ctx, p, rooms, time.Hour, roomtest.Logger(t))
+		close(done)
+	}()
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		m := next(t, sub)
+		var v map[string]any
+		if err := json.Unmarshal(m.Data, &v); err != nil {
+			t.Fatal(err)
+		}
+		switch m.Subject {
+		case "roomcast.room.sales":
+			if s := v["sales"].(float64); s < 1000 || s > 5000 {
+				t.Fatalf("sales %v", s)
+			}
+			if o := v["orders"].(float64); o < 50 || o > 200 {
+				t.Fatalf("orders %v", o)
+			}
+		case "roomcast.room.visitors":
+			if n := v["visitors"].(float64); n < 100 || n > 1000 {
+				t.Fatalf("visitors %v", n)
+			}
+			if n := v["active_users"].(float64); n < 50 || n > 300 {
+				t.Fatalf("active_users %v", n)
+			}
+		default:
+			t.Fatalf("subject %s", m.Subject)
+		}
+		if v["ts"].(float64) != float64(fixed.UnixMilli()) || len(v["timestamp"].(string)) != 8 {
+			t.Fatalf("ts/timestamp: %v", v)
+		}
+		seen[m.Subject] = true
+	}
+	cancel()
+	<-done
+}
+
+func TestPublishJSON(t *testing.T) {
+	t.Parallel()
+	p, sub, _ := newPublisher(t)
+	tests := []struct {
+		in, want string
+		bad      bool
+	}{
+		{`{"sales": 12}`, `{"ts":1700000000123,"sales":12}`, false},
+		{`{}`, `{"ts":1700000000123}`, false},
+		{`{"ts":5,"a":[1, 2]}`, `{"ts":5,"a":[1,2]}`, false},
+		{`{"nested":{"ts":1}}`, `{"ts":1700000000123,"nested":{"ts":1}}`, false},
+		{`[1]`, ``, true},
+		{`{"a":`, ``, true},
+		{"{\"a\":\"\xff\"}", ``, true},
+	}
+	for _, tt := range tests {
+		err := p.PublishJSON("sales", []byte(tt.in))
+		if tt.bad {
+			if err == nil {
+				t.Errorf("%q: accepted", tt.in)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tt.in, err)
+		}
+		if got := string(next(t, sub).Data); got != tt.want {
+			t.Errorf("%q: published %s, want %s", tt.in, got, tt.want)
+		}
+	}
+	if err := p.PublishJSON("a.b", []byte(`{}`)); err == nil {
+		t.Error("room a.b accepted")
+	}
+	if err := p.Publish(">", map[string]any{"x": 1}); err == nil {
+		t.Error("room > accepted")
+	}
+}
+
+func TestPublishLines(t *testing.T) {
+	t.Parallel()
+	p, sub, _ := newPublisher(t)
+	input := strings.Join([]string{
+		`{"sales": 1}`,
+		``,
+		`not json`,
+		`  {"sales": 2}  `,
+		`[1,2]`,
+		`{"sales":`,
+		`{"big":"` + strings.Repeat("x", producer.MaxLineBytes) + `"}`,
+		"{\"a\":\"\xff\"}",
+		`{"sales": 3}`, // no final newline
+	}, "\n")
+	var stderr strings.Builder
+	res, err := producer.PublishLines(strings.NewReader(input), "sales", p, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 3 || res.Skipped != 5 {
+		t.Fatalf("result %+v, stderr:\n%s", res, stderr.String())
+	}
+	for _, n := range []int{3, 5, 6, 7, 8} {
+		if !strings.Contains(stderr.String(), fmt.Sprintf("line %d:", n)) {
+			t.Errorf("stderr does not report line %d:\n%s", n, stderr.String())
+		}
+	}
+	if strings.Count(stderr.String(), "\n") != 5 {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+	for i := 1; i <= 3; i++ {
+		if got, want := string(next(t, sub).Data), fmt.Sprintf(`{"ts":1700000000123,"sales":%d}`, i); got != want {
+			t.Fatalf("got %s, want %s", got, want)
+		}
+	}
+}
+
+func TestAnnounce(t *testing.T) {
+	t.Parallel()
+	p, _, nc := newPublisher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e := catalog.Entry{Room: "sales_cn", Title: "销售", Metrics: []catalog.Metric{{Key: "sales", Label: "销售额", Unit: "元"}}}
+	if err := p.Announce(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	// Announced twice (re-announcement) is fine.
+	if err := p.Announce(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, catalog.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := kv.Get(ctx, "sales_cn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parsed, err := catalog.Parse("sales_cn", got.Value()); err != nil || parsed.Metrics[0].Label != "销售额" {
+		t.Fatalf("stored entry %s: %v", got.Value(), err)
+	}
+	if err := p.Announce(ctx, catalog.Entry{Room: "bad.room", Title: "x"}); err == nil {
+		t.Fatal("invalid entry announced")
+	}
+}
