@@ -1,0 +1,21 @@
+# Builds the gateway and producer as static binaries and ships them in a
+# minimal image that runs as a non-root user.
+#
+#   docker build -t roomcast .
+#   docker run -p 8080:8080 roomcast --demo
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/gateway ./cmd/gateway \
+ && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/producer ./cmd/producer
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/gateway /out/producer /usr/local/bin/
+COPY config.yaml /etc/roomcast/config.yaml
+ENV ROOMCAST_CONFIG=/etc/roomcast/config.yaml \
+    ROOMCAST_NATS_EMBEDDED_STORE_DIR=/tmp/roomcast/jetstream
+USER nonroot:nonroot
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/gateway"]
