@@ -6,9 +6,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/session"
 	"github.com/roomcast/roomcast/pkg/web"
 )
@@ -47,19 +51,29 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s := session.New(conn, g.hub, g.sessCfg, g.metrics, g.log.With("remote", r.RemoteAddr))
 	if !g.track(s) {
-		s.Close(1012, "server shutting down")
+		// Shutdown began during the handshake.
+		msg := websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server shutting down")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = conn.Close()
+		return
 	}
 	defer g.untrack(s)
 	s.Serve(r.Context())
 }
 
-// track registers a session for shutdown, unless shutdown has begun.
+// track registers a session so that Shutdown closes it and waits for it.
+// It refuses once shutdown has begun: Shutdown sets draining before it
+// takes g.mu, so every session it does not see is refused here, and no
+// conns.Add can race its conns.Wait.
 func (g *Gateway) track(s *session.Session) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.draining.Load() {
+		return false
+	}
 	g.conns.Add(1)
 	g.sessions[s] = struct{}{}
-	return !g.draining.Load()
+	return true
 }
 
 func (g *Gateway) untrack(s *session.Session) {
