@@ -59,13 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	overrides := map[string]any{}
-	keys := map[string]string{"listen": "listen", "nats-url": "nats.url", "log-level": "log.level", "log-format": "log.format"}
-	fs.Visit(func(f *flag.Flag) {
-		if key, ok := keys[f.Name]; ok {
-			overrides[key] = f.Value.String()
-		}
-	})
+	overrides := config.FlagOverrides(fs, map[string]string{"listen": "listen", "nats-url": "nats.url", "log-level": "log.level", "log-format": "log.format"})
 	cfg, err := config.Load(config.LoadOptions{File: *configFile, Overrides: overrides})
 	if err != nil {
 		return err

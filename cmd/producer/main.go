@@ -75,13 +75,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 			return fmt.Errorf("--room %q: %w", *room, err)
 		}
 	}
-	overrides := map[string]any{}
-	keys := map[string]string{"nats-url": "nats.url", "log-level": "log.level"}
-	fs.Visit(func(f *flag.Flag) {
-		if key, ok := keys[f.Name]; ok {
-			overrides[key] = f.Value.String()
-		}
-	})
+	overrides := config.FlagOverrides(fs, map[string]string{"nats-url": "nats.url", "log-level": "log.level"})
 	cfg, err := config.Load(config.LoadOptions{File: *configFile, Overrides: overrides})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -46,7 +47,8 @@ func NewStore(bucket string, log *slog.Logger) *Store {
 }
 
 // List returns the entries sorted by room, and a version that changes
-// whenever the list does (an ETag for /api/rooms).
+// whenever the list does. The version is local to this store: use a hash
+// of the list where it must agree across gateways (an ETag).
 func (s *Store) List() ([]Entry, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -65,8 +67,10 @@ func (s *Store) put(room string, data []byte) {
 		return
 	}
 	s.mu.Lock()
-	s.entries[room] = e
-	s.version++
+	if old, ok := s.entries[room]; !ok || !reflect.DeepEqual(old, e) {
+		s.entries[room] = e
+		s.version++
+	}
 	s.mu.Unlock()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -275,7 +276,10 @@ func TestHTTPEndpoints(t *testing.T) {
 		status       int
 		contains     string
 	}{
-		{"GET", "/", nil, 200, "<"},
+		{"GET", "/", nil, 200, "roomcast.js"},
+		{"GET", "/roomcast.js", nil, 200, "Roomcast"},
+		{"GET", "/app.js", nil, 200, "Roomcast.Client"},
+		{"GET", "/style.css", nil, 200, "{"},
 		{"GET", "/healthz", nil, 200, "ok"},
 		{"GET", "/readyz", nil, 200, "ok"},
 		{"GET", "/api/rooms", nil, 200, `"rooms"`},
@@ -295,13 +299,10 @@ func TestHTTPEndpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var b strings.Builder
-		buf := make([]byte, 1<<16)
-		n, _ := resp.Body.Read(buf)
-		b.Write(buf[:n])
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != tt.status || !strings.Contains(strings.ToLower(b.String()), strings.ToLower(tt.contains)) {
-			t.Errorf("%s %s: %d %q, want %d containing %q", tt.method, tt.path, resp.StatusCode, b.String(), tt.status, tt.contains)
+		if resp.StatusCode != tt.status || !strings.Contains(strings.ToLower(string(b)), strings.ToLower(tt.contains)) {
+			t.Errorf("%s %s: %d %.200q, want %d containing %q", tt.method, tt.path, resp.StatusCode, b, tt.status, tt.contains)
 		}
 	}
 }
@@ -363,5 +364,64 @@ func TestShutdownClosesClientsWith1012(t *testing.T) {
 	}
 	if err := g.Shutdown(context.Background()); err != nil {
 		t.Fatalf("second shutdown: %v", err)
+	}
+}
+
+// TestAPIRoomsETagAgreesAcrossReplicas: the ETag depends only on the
+// catalogue, so two replicas give the same one for the same catalogue.
+func TestAPIRoomsETagAgreesAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	g1 := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	g2 := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	nc := roomtest.Connect(t, ns)
+	etag := func(g *gateway.Gateway) (string, string) {
+		resp, err := http.Get(roomtest.URL(g, "/api/rooms"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.Header.Get("ETag"), string(b)
+	}
+	empty, _ := etag(g1)
+	if e2, _ := etag(g2); e2 != empty {
+		t.Fatalf("empty catalogue: etags %s and %s", empty, e2)
+	}
+	// One replica may have read the entry earlier than the other, so the
+	// first announcement happens before either replica had it.
+	if _, err := nc.Request("$KV.roomcast_catalog.sales", []byte(`{"title":"Sales","metrics":[{"key":"sales"}]}`), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		e1, b1 := etag(g1)
+		e2, b2 := etag(g2)
+		if !strings.Contains(b1, `"sales"`) || !strings.Contains(b2, `"sales"`) {
+			return fmt.Errorf("not listed yet")
+		}
+		if e1 == empty || e1 != e2 {
+			return fmt.Errorf("etags %s and %s for the same catalogue", e1, e2)
+		}
+		return nil
+	})
+}
+
+// TestRateLimitedReplyCarriesID: a command refused by the rate limit is
+// answered with its id and room, so the client knows which to retry.
+func TestRateLimitedReplyCarriesID(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.Limits.CommandBurst = 2
+	cfg.Limits.CommandsPerSecond = 0.001
+	g := roomtest.StartGateway(t, cfg)
+	c := roomtest.Dial(t, g)
+	for id := 1; id <= 3; id++ {
+		c.Send(fmt.Sprintf(`{"op":"join","room":"r%d","id":%d}`, id, id))
+	}
+	c.Expect("joined")
+	c.Expect("joined")
+	m := c.Expect("error")
+	if m.Code != "rate_limited" || m.ID == nil || *m.ID != 3 || m.Room != "r3" {
+		t.Fatalf("reply %+v", m)
 	}
 }

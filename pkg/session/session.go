@@ -196,19 +196,25 @@ func (s *Session) isClosing() bool {
 	}
 }
 
-// command executes one client frame.
+// command executes one client frame. Every frame costs a token, parsed
+// or not; a refused command is answered with its id and room when it has
+// them, so a client can tell which one to retry.
 func (s *Session) command(frame []byte) {
+	cmd, perr := protocol.ParseCommand(frame)
 	if !s.bucket.take(time.Now()) {
 		s.rejected++
 		if s.rejected > s.cfg.CommandBurst {
 			s.Close(protocol.ClosePolicyViolation, "command flood")
 			return
 		}
-		s.reply(&protocol.Error{Code: protocol.CodeRateLimited, Message: "too many commands; slow down"})
+		e := &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many commands; slow down"}
+		if perr == nil {
+			e.Room, e.ID, e.HasID = cmd.Room, cmd.ID, cmd.HasID
+		}
+		s.reply(e)
 		return
 	}
 	s.rejected = 0
-	cmd, perr := protocol.ParseCommand(frame)
 	if perr != nil {
 		s.reply(perr)
 		return
