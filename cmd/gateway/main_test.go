@@ -33,6 +33,7 @@ func TestDemoThenSIGTERM(t *testing.T) {
 		"ROOMCAST_NATS_EMBEDDED_LISTEN=127.0.0.1:0",
 		"ROOMCAST_NATS_EMBEDDED_STORE_DIR="+t.TempDir(),
 		"ROOMCAST_SHUTDOWN_TIMEOUT=5s",
+		"ROOMCAST_DRAIN_WINDOW=1s",
 	)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	roomtest.Eventually(t, 20*time.Second, func() error {

@@ -111,6 +111,8 @@ func Config(t testing.TB, url string) config.Config {
 	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
 	cfg.NATS.Embedded.StoreDir = t.TempDir()
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.DrainWindow = 0 // tests that drain set their own
+	cfg.RoomLinger = 0  // tests that linger set their own
 	return cfg
 }
 
@@ -187,6 +189,7 @@ type Msg struct {
 	ID      *int64          `json:"id"`
 	Seq     uint64          `json:"seq"`
 	Prev    *uint64         `json:"prev"`
+	Missed  bool            `json:"missed"`
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
 	Data    json.RawMessage `json:"data"`
@@ -283,6 +286,25 @@ func (c *Client) ExpectClose(timeout time.Duration) int {
 			return ce.Code
 		}
 		c.t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+// ExpectCloseCode reads until the connection closes and returns the close
+// code, or 0 if it ended without a close frame. Unlike ExpectClose it may
+// be called from any goroutine.
+func (c *Client) ExpectCloseCode(timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		_ = c.Conn.SetReadDeadline(deadline)
+		_, _, err := c.Conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		return 0
 	}
 }
 

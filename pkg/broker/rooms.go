@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/roomcast/roomcast/pkg/protocol"
@@ -11,6 +12,9 @@ import (
 type Delivery struct {
 	// Payload is the producer's payload as published, not yet validated.
 	Payload []byte
+	// Seq and Prev are the stream sequence of this update and of the
+	// room's previous one; both 0 without history.
+	Seq, Prev uint64
 }
 
 // Subscription is a room subscription; Unsubscribe ends it.
@@ -18,10 +22,12 @@ type Subscription interface {
 	Unsubscribe() error
 }
 
-// Rooms maps rooms to subjects (<prefix>.<room>) and subscribes to them.
+// Rooms maps rooms to subjects and subscribes to them: to <prefix>.<room>
+// without history, to the stream's republished <live>.<room> with it.
 type Rooms struct {
 	nc     *nats.Conn
 	prefix string
+	live   string // "" without history
 }
 
 // Per-subscription buffer between the NATS reader and the room's delivery
@@ -33,12 +39,19 @@ const (
 	pendingBytes = 64 << 20
 )
 
-// NewRooms returns the room mapping for subjects under prefix.
-func NewRooms(nc *nats.Conn, prefix string) (*Rooms, error) {
+// NewRooms returns the room mapping for subjects under prefix. With a
+// live prefix (history on) rooms are followed on the stream's republished
+// subjects, whose headers carry the sequence numbers.
+func NewRooms(nc *nats.Conn, prefix, live string) (*Rooms, error) {
 	if err := protocol.CheckSubjectPrefix(prefix); err != nil {
 		return nil, err
 	}
-	return &Rooms{nc: nc, prefix: prefix}, nil
+	if live != "" {
+		if err := protocol.CheckSubjectPrefix(live); err != nil {
+			return nil, err
+		}
+	}
+	return &Rooms{nc: nc, prefix: prefix, live: live}, nil
 }
 
 // Subject returns the subject of a room.
@@ -56,9 +69,16 @@ func (r *Rooms) Subscribe(room string, deliver func(Delivery)) (Subscription, er
 	if err != nil {
 		return nil, err
 	}
-	sub, err := r.nc.Subscribe(subject, func(m *nats.Msg) {
-		deliver(Delivery{Payload: m.Data})
-	})
+	handler := func(m *nats.Msg) { deliver(Delivery{Payload: m.Data}) }
+	if r.live != "" {
+		subject = r.live + "." + room
+		handler = func(m *nats.Msg) {
+			seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+			prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
+			deliver(Delivery{Payload: m.Data, Seq: seq, Prev: prev})
+		}
+	}
+	sub, err := r.nc.Subscribe(subject, handler)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}

@@ -25,8 +25,14 @@ type Config struct {
 	WriteTimeout     time.Duration `mapstructure:"write_timeout"`
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
 	ShutdownTimeout  time.Duration `mapstructure:"shutdown_timeout"`
+	// DrainWindow spreads the 1012 closes of a shutdown over this long, so
+	// that clients do not all reconnect to the other replicas at once.
+	DrainWindow time.Duration `mapstructure:"drain_window"`
+	// RoomLinger keeps an emptied room's subscription this long.
+	RoomLinger time.Duration `mapstructure:"room_linger"`
 
 	NATS     NATS     `mapstructure:"nats"`
+	History  History  `mapstructure:"history"`
 	Limits   Limits   `mapstructure:"limits"`
 	Queue    Queue    `mapstructure:"queue"`
 	Log      Log      `mapstructure:"log"`
@@ -47,6 +53,17 @@ type NATS struct {
 type Embedded struct {
 	Listen   string `mapstructure:"listen"`
 	StoreDir string `mapstructure:"store_dir"`
+}
+
+// History configures sequence numbers, snapshots and resume, kept in a
+// JetStream stream over the room subjects.
+type History struct {
+	Enabled    bool          `mapstructure:"enabled"`
+	Stream     string        `mapstructure:"stream"`
+	LivePrefix string        `mapstructure:"live_prefix"`
+	Depth      int           `mapstructure:"depth"`
+	MaxAge     time.Duration `mapstructure:"max_age"`
+	Replicas   int           `mapstructure:"replicas"`
 }
 
 // Limits bound what one client or producer can make the gateway do.
@@ -108,11 +125,21 @@ func Default() Config {
 		WriteTimeout:     10 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
+		DrainWindow:      5 * time.Second,
+		RoomLinger:       time.Second,
 		NATS: NATS{
 			Name:          "roomcast",
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
 			CatalogBucket: catalog.DefaultBucket,
 			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
+		},
+		History: History{
+			Enabled:    true,
+			Stream:     "ROOMCAST",
+			LivePrefix: "roomcast.live",
+			Depth:      100,
+			MaxAge:     24 * time.Hour,
+			Replicas:   1,
 		},
 		Limits: Limits{
 			MaxFrameBytes:         4096,

@@ -74,6 +74,13 @@ func TestLoadErrors(t *testing.T) {
 		{"no metrics", "producer:\n  rooms:\n    - room: a\n      interval: 1s\n", []string{"producer.rooms[0].metrics"}},
 		{"duplicate room", "producer:\n  rooms:\n    - {room: a, interval: 1s, metrics: [{key: x, generator: uniform}]}\n    - {room: a, interval: 1s, metrics: [{key: x, generator: uniform}]}\n", []string{"defined twice"}},
 		{"not yaml", "listen: [\n", []string{"config"}},
+		{"drain window too long", "drain_window: 20s\n", []string{"drain_window"}},
+		{"negative linger", "room_linger: -1s\n", []string{"room_linger"}},
+		{"bad history depth", "history:\n  depth: 0\n", []string{"history.depth"}},
+		{"bad history age", "history:\n  max_age: soon\n", []string{"history.max_age"}},
+		{"live prefix overlaps", "history:\n  live_prefix: roomcast.room.live\n", []string{"history.live_prefix", "overlaps"}},
+		{"bad replicas", "history:\n  replicas: 7\n", []string{"history.replicas"}},
+		{"bad stream name", "history:\n  stream: 'a.b'\n", []string{"history.stream"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

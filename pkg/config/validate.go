@@ -40,6 +40,31 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.DrainWindow < 0 || c.DrainWindow >= c.ShutdownTimeout {
+		bad("drain_window", "must be at least 0 and shorter than shutdown_timeout (%v), got %v", c.ShutdownTimeout, c.DrainWindow)
+	}
+	if c.RoomLinger < 0 || c.RoomLinger > time.Minute {
+		bad("room_linger", "must be between 0 and 1m, got %v", c.RoomLinger)
+	}
+	if c.History.Enabled {
+		if !validBucket(c.History.Stream) {
+			bad("history.stream", "must be letters, digits, '-' and '_', got %q", c.History.Stream)
+		}
+		if err := protocol.CheckSubjectPrefix(c.History.LivePrefix); err != nil {
+			bad("history.live_prefix", "%v", err)
+		} else if p, l := c.NATS.SubjectPrefix+".", c.History.LivePrefix+"."; strings.HasPrefix(l, p) || strings.HasPrefix(p, l) {
+			bad("history.live_prefix", "%q overlaps nats.subject_prefix %q: the stream would capture its own republished updates", c.History.LivePrefix, c.NATS.SubjectPrefix)
+		}
+		if c.History.Depth < 1 || c.History.Depth > 100000 {
+			bad("history.depth", "must be 1 to 100000, got %d", c.History.Depth)
+		}
+		if c.History.MaxAge <= 0 {
+			bad("history.max_age", "must be a positive duration, got %v", c.History.MaxAge)
+		}
+		if c.History.Replicas < 1 || c.History.Replicas > 5 {
+			bad("history.replicas", "must be 1 to 5, got %d", c.History.Replicas)
+		}
+	}
 	if c.NATS.URL != "" {
 		check("nats.url", checkNATSURLs(c.NATS.URL))
 	} else {

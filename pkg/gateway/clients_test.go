@@ -52,7 +52,6 @@ func TestBadClientInput(t *testing.T) {
 		{"65 characters", text(`{"op":"join","room":"` + strings.Repeat("r", 65) + `"}`), want{code: "bad_room"}},
 		{"non-ASCII room", text(`{"op":"join","room":"销售"}`), want{code: "bad_room"}},
 		{"id not an integer", text(`{"op":"join","room":"sales","id":"x"}`), want{code: "bad_json"}},
-		{"resume without history", text(`{"op":"join","room":"sales","since":3}`), want{code: "history_unavailable"}},
 		{"too many rooms", func(c *roomtest.Client) {
 			for _, r := range []string{"a", "b", "c"} {
 				c.Join(r)
@@ -89,7 +88,7 @@ func TestBadClientInput(t *testing.T) {
 				// The connection is still usable.
 				c.Join("a")
 			}
-			if n := roomtest.SubscriptionsUnder(ns, "roomcast.room.") - roomtest.Subscriptions(ns, salesSubject); n > 3 {
+			if n := roomtest.SubscriptionsUnder(ns, "roomcast.live.") - roomtest.Subscriptions(ns, salesLive); n > 3 {
 				t.Fatalf("%d unexpected room subscriptions", n)
 			}
 			publishAndExpect(t, nc, witness, tt.name)
@@ -99,13 +98,31 @@ func TestBadClientInput(t *testing.T) {
 	// are valid rooms.
 	sz, _ := ns.Subsz(&server.SubszOptions{Subscriptions: true, Limit: 1 << 20})
 	for _, s := range sz.Subs {
-		if strings.HasPrefix(s.Subject, "roomcast.room.") && strings.ContainsAny(strings.TrimPrefix(s.Subject, "roomcast.room."), ".*> ") {
+		if strings.HasPrefix(s.Subject, "roomcast.live.") && strings.ContainsAny(strings.TrimPrefix(s.Subject, "roomcast.live."), ".*> ") {
 			t.Errorf("bad room reached NATS: %s", s.Subject)
 		}
 	}
 	if got := metric(t, g, "roomcast_client_errors_total"); got < 13 {
 		t.Errorf("roomcast_client_errors_total = %v", got)
 	}
+}
+
+// TestResumeWithoutHistory: a gateway without history refuses since with
+// a clear error code and still serves a plain join.
+func TestResumeWithoutHistory(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.History.Enabled = false
+	g := roomtest.StartGateway(t, cfg)
+	c := roomtest.Dial(t, g)
+	c.Send(`{"op":"join","room":"sales","since":3,"id":4}`)
+	if m := c.Expect("error"); m.Code != "history_unavailable" || m.ID == nil || *m.ID != 4 || m.Room != "sales" {
+		t.Fatalf("reply %+v", m)
+	}
+	c.Join("sales")
+	nc := roomtest.Connect(t, g.Embedded())
+	roomtest.WaitSubscriptions(t, g.Embedded(), salesSubject, 1)
+	publishAndExpect(t, nc, c, "no history")
 }
 
 // publishAndExpect publishes a marked update to sales and waits until c
@@ -135,7 +152,7 @@ func TestBadProducerPayloads(t *testing.T) {
 	nc := roomtest.Connect(t, ns)
 	c := roomtest.Dial(t, g)
 	c.Join("sales")
-	roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+	roomtest.WaitSubscriptions(t, ns, salesLive, 1)
 
 	bad := []string{
 		`[1,2,3]`, `42`, `"sales"`, `null`, ``, `not json`, `{"sales":`, `{"a":1}{"b":2}`,
@@ -335,13 +352,13 @@ func TestHeartbeat(t *testing.T) {
 // restores its room subscriptions, and clients get updates again.
 func TestNATSRestart(t *testing.T) {
 	t.Parallel()
-	port := roomtest.FreePort(t)
-	opts := func() *server.Options { return &server.Options{Port: port} }
+	port, store := roomtest.FreePort(t), t.TempDir()
+	opts := func() *server.Options { return &server.Options{Port: port, JetStream: true, StoreDir: store} }
 	ns := roomtest.StartNATSWith(t, opts())
 	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
 	c := roomtest.Dial(t, g)
 	c.Join("sales")
-	roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+	roomtest.WaitSubscriptions(t, ns, salesLive, 1)
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
@@ -352,7 +369,7 @@ func TestNATSRestart(t *testing.T) {
 		return nil
 	})
 	ns2 := roomtest.StartNATSWith(t, opts())
-	roomtest.WaitSubscriptions(t, ns2, salesSubject, 1)
+	roomtest.WaitSubscriptions(t, ns2, salesLive, 1)
 	roomtest.Eventually(t, 10*time.Second, func() error {
 		if ok, why := g.Ready(); !ok {
 			return fmt.Errorf("not ready: %s", why)
@@ -371,7 +388,7 @@ func TestBatching(t *testing.T) {
 	nc := roomtest.Connect(t, ns)
 	c := roomtest.Dial(t, g)
 	c.Join("sales")
-	roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+	roomtest.WaitSubscriptions(t, ns, salesLive, 1)
 	// Publish a burst in one NATS flush; the writer wakes once and finds
 	// most of it queued. (Fewer than queue.conflate_after, so that no
 	// update is conflated.)

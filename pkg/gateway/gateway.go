@@ -59,9 +59,12 @@ type Gateway struct {
 	srv      *http.Server
 	ln       net.Listener
 
+	history bool          // updates carry seq; snapshot and resume from the stream
+	refresh chan struct{} // capacity 1: NATS reconnected, bring rooms up to date
+
 	draining atomic.Bool
-	cancel   context.CancelFunc // stops the catalogue watcher
-	bg       sync.WaitGroup     // HTTP server and catalogue watcher
+	cancel   context.CancelFunc // stops the background goroutines
+	bg       sync.WaitGroup     // HTTP server, catalogue watcher, refresher
 
 	mu       sync.Mutex // guards sessions
 	sessions map[*session.Session]struct{}
@@ -87,6 +90,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		log:      log,
 		registry: prometheus.NewRegistry(),
 		sessions: make(map[*session.Session]struct{}),
+		refresh:  make(chan struct{}, 1),
 	}
 	started := false
 	defer func() {
@@ -113,13 +117,32 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	rooms, err := broker.NewRooms(g.nc, cfg.NATS.SubjectPrefix)
+	hopts := hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes, Linger: cfg.RoomLinger, HistoryDepth: cfg.History.Depth}
+	live := ""
+	if cfg.History.Enabled {
+		hcfg := broker.HistoryConfig{
+			Stream: cfg.History.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix, LivePrefix: cfg.History.LivePrefix,
+			Depth: cfg.History.Depth, MaxAge: cfg.History.MaxAge, Replicas: cfg.History.Replicas,
+		}
+		err := ensureStream(g.nc, hcfg, log)
+		switch {
+		case errors.Is(err, broker.ErrNoJetStream):
+			log.Warn("NATS has no JetStream: running without history (no seq, no snapshot from the stream, since refused); set history.enabled: false to run this way on purpose")
+		case err != nil:
+			return nil, err
+		default:
+			live = cfg.History.LivePrefix
+			hopts.History = broker.NewHistory(g.nc, hcfg)
+			g.history = true
+		}
+	}
+	rooms, err := broker.NewRooms(g.nc, cfg.NATS.SubjectPrefix, live)
 	if err != nil {
 		return nil, err
 	}
 
 	g.metrics = metrics.New(g.registry)
-	g.hub = hub.New(rooms, hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes}, g.metrics, g.registry, log)
+	g.hub = hub.New(rooms, hopts, g.metrics, g.registry, log)
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, log)
 	g.sessCfg = session.Config{
@@ -131,6 +154,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		CommandRate:   cfg.Limits.CommandsPerSecond,
 		CommandBurst:  cfg.Limits.CommandBurst,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
+		History:       g.history,
 		Outbox: outbox.Limits{
 			ConflateAfter: cfg.Queue.ConflateAfter,
 			MaxMessages:   cfg.Queue.MaxMessages,
@@ -165,6 +189,27 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.goBackground(func() { _ = g.catalog.Run(ctx, g.nc) })
+	if g.history {
+		// After a reconnect, fetch what the room subscriptions missed while
+		// NATS was away, also for rooms that have been quiet since.
+		g.nc.SetReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection restored", "server", nc.ConnectedUrlRedacted())
+			select {
+			case g.refresh <- struct{}{}:
+			default:
+			}
+		})
+		g.goBackground(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-g.refresh:
+					g.hub.Refresh(ctx)
+				}
+			}
+		})
+	}
 	g.goBackground(func() {
 		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP server stopped", "err", err)
@@ -239,12 +284,13 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	errHTTP := g.srv.Shutdown(ctx)
 
 	g.mu.Lock()
-	n := len(g.sessions)
+	sessions := make([]*session.Session, 0, len(g.sessions))
 	for s := range g.sessions {
-		s.Close(protocol.CloseServiceRestart, "server shutting down")
+		sessions = append(sessions, s)
 	}
 	g.mu.Unlock()
-	g.log.Info("shutting down", "clients", n)
+	g.log.Info("shutting down", "clients", len(sessions), "drain_window", g.cfg.DrainWindow)
+	closeSpread(ctx, sessions, g.cfg.DrainWindow)
 
 	var errConns error
 	done := make(chan struct{})
@@ -255,11 +301,51 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 		errConns = fmt.Errorf("clients still open at the shutdown deadline: %w", ctx.Err())
 	}
 	g.cancel()
+	g.hub.Close()
 	errNATS := g.stopNATS(ctx)
 	g.bg.Wait()
 	err := errors.Join(errHTTP, errConns, errNATS)
 	g.log.Info("shutdown complete", "took", time.Since(start), "err", err)
 	return err
+}
+
+// closeSpread closes the sessions with 1012 one after another over window,
+// so that their clients come back to the other replicas as a ramp. If ctx
+// ends first, the rest are closed at once.
+func closeSpread(ctx context.Context, sessions []*session.Session, window time.Duration) {
+	start := time.Now()
+	for i, s := range sessions {
+		at := start.Add(window * time.Duration(i) / time.Duration(len(sessions)))
+		if wait := time.Until(at); wait > 5*time.Millisecond {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				window = 0
+			}
+		}
+		s.Close(protocol.CloseServiceRestart, "server shutting down")
+	}
+}
+
+// ensureStream creates or checks the history stream, retrying for a while
+// so that a gateway may start before its NATS cluster is ready.
+func ensureStream(nc *nats.Conn, cfg broker.HistoryConfig, log *slog.Logger) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := broker.EnsureStream(ctx, nc, cfg, log)
+		cancel()
+		if err == nil || errors.Is(err, broker.ErrNoJetStream) && nc.IsConnected() {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("history stream: %w (set history.enabled: false to run without history)", err)
+		}
+		log.Warn("history stream not ready; retrying", "err", err)
+		time.Sleep(time.Second)
+	}
 }
 
 // stopNATS drains the connection and stops the embedded server.

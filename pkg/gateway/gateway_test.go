@@ -16,7 +16,12 @@ import (
 	"github.com/roomcast/roomcast/pkg/gateway"
 )
 
-const salesSubject = "roomcast.room.sales"
+// Producers publish on salesSubject; with history on (the default) the
+// stream republishes on salesLive, which is what gateways subscribe to.
+const (
+	salesSubject = "roomcast.room.sales"
+	salesLive    = "roomcast.live.sales"
+)
 
 // metric reads a metric of g by name (and label value, for vectors).
 func metric(t testing.TB, g *gateway.Gateway, name string) float64 {
@@ -50,7 +55,7 @@ func TestUpdateReachesClientsOnTwoGateways(t *testing.T) {
 	c1, c2 := roomtest.Dial(t, g1), roomtest.Dial(t, g2)
 	c1.Join("sales")
 	c2.Join("sales")
-	roomtest.WaitSubscriptions(t, ns, salesSubject, 2)
+	roomtest.WaitSubscriptions(t, ns, salesLive, 2)
 
 	nc := roomtest.Connect(t, ns)
 	if err := nc.Publish(salesSubject, []byte(`{ "ts": 1700000000000, "sales": 4200 }`)); err != nil {
@@ -89,13 +94,13 @@ func TestSubscriptionFollowsInterest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			roomtest.WaitSubscriptions(t, ns, salesSubject, 0)
+			roomtest.WaitSubscriptions(t, ns, salesLive, 0)
 			a, b := roomtest.Dial(t, g), roomtest.Dial(t, g)
 			a.Join("sales")
-			roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+			roomtest.WaitSubscriptions(t, ns, salesLive, 1)
 			b.Join("sales")
 			b.Join("sales") // joining twice takes nothing more
-			if n := roomtest.Subscriptions(ns, salesSubject); n != 1 {
+			if n := roomtest.Subscriptions(ns, salesLive); n != 1 {
 				t.Fatalf("%d subscriptions with two clients, want 1", n)
 			}
 			tt.end(a)
@@ -105,11 +110,11 @@ func TestSubscriptionFollowsInterest(t *testing.T) {
 				}
 				return nil
 			})
-			if n := roomtest.Subscriptions(ns, salesSubject); n != 1 {
+			if n := roomtest.Subscriptions(ns, salesLive); n != 1 {
 				t.Fatalf("%d subscriptions after first client went, want 1", n)
 			}
 			tt.end(b)
-			roomtest.WaitSubscriptions(t, ns, salesSubject, 0)
+			roomtest.WaitSubscriptions(t, ns, salesLive, 0)
 		})
 	}
 }
@@ -171,7 +176,7 @@ func TestConcurrentChurnLeavesNothing(t *testing.T) {
 	if err := g.NATS().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if n := roomtest.SubscriptionsUnder(ns, "roomcast.room."); n != 0 {
+	if n := roomtest.SubscriptionsUnder(ns, "roomcast.live."); n != 0 {
 		t.Fatalf("%d room subscriptions left on the NATS server", n)
 	}
 	roomtest.WaitGoroutines(t, baseline)

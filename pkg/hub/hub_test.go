@@ -69,14 +69,14 @@ func drain(t *testing.T, box *outbox.Outbox, want int) []string {
 // more of the room.
 func TestOrder(t *testing.T) {
 	nc := newNATS(t)
-	rooms, err := broker.NewRooms(nc, "roomcast.room")
+	rooms, err := broker.NewRooms(nc, "roomcast.room", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newHub(t, rooms)
 	a, b := newBox(), newBox()
 
-	if err := h.Join(a, "sales", 1, true); err != nil {
+	if err := h.Join(a, JoinRequest{Room: "sales", ID: 1, HasID: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil { // the subscription is live on the server
@@ -87,7 +87,7 @@ func TestOrder(t *testing.T) {
 		t.Fatalf("a got %q", got)
 	}
 
-	if err := h.Join(b, "sales", 0, false); err != nil {
+	if err := h.Join(b, JoinRequest{Room: "sales"}); err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.Publish("roomcast.room.sales", []byte(`{"v":2}`))
@@ -141,7 +141,7 @@ func BenchmarkFanout(b *testing.B) {
 			boxes := make([]*outbox.Outbox, n)
 			for i := range boxes {
 				boxes[i] = outbox.New(outbox.Limits{ConflateAfter: 32, MaxMessages: 256, MaxBytes: 1 << 20}, nil)
-				if err := h.Join(boxes[i], "sales", 0, false); err != nil {
+				if err := h.Join(boxes[i], JoinRequest{Room: "sales"}); err != nil {
 					b.Fatal(err)
 				}
 			}

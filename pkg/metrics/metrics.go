@@ -16,6 +16,7 @@ type Metrics struct {
 	UpdatesDropped      *prometheus.CounterVec // by reason
 	Deliveries          prometheus.Counter
 	Conflated           prometheus.Counter
+	Repaired            prometheus.Counter
 	SlowDisconnects     prometheus.Counter
 	FramesSent          prometheus.Counter
 	MessagesSent        prometheus.Counter
@@ -40,6 +41,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_deliveries_total", Help: "Updates queued to clients (one per update per local client)."}),
 		Conflated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_conflated_total", Help: "Queued updates replaced by a newer update of the same room for a client that fell behind."}),
+		Repaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_repaired_total", Help: "Updates the live subscription missed (NATS reconnect, dropped message) and the gateway fetched from history."}),
 		SlowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_slow_disconnects_total", Help: "Clients disconnected with 4008 because their queue overflowed."}),
 		FramesSent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -52,7 +55,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_client_errors_total", Help: "Error replies sent to clients, by error code."}, []string{"code"}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
-		m.UpdatesDropped, m.Deliveries, m.Conflated, m.SlowDisconnects, m.FramesSent,
+		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors)
 	return m
 }

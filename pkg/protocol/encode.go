@@ -22,6 +22,9 @@ type Update struct {
 	// Seq and Prev are the room's sequence numbers; both are omitted from
 	// the wire when Seq is 0 (history off).
 	Seq, Prev uint64
+	// Missed marks an update sent in place of a resume that history could
+	// not serve: updates between the client's since and this one are lost.
+	Missed bool
 	// Data is the producer's payload, compacted (see CompactPayload).
 	Data []byte
 }
@@ -55,6 +58,9 @@ func AppendUpdate(dst []byte, u Update) []byte {
 		dst = strconv.AppendUint(dst, u.Seq, 10)
 		dst = append(dst, `,"prev":`...)
 		dst = strconv.AppendUint(dst, u.Prev, 10)
+	}
+	if u.Missed {
+		dst = append(dst, `,"missed":true`...)
 	}
 	dst = append(dst, `,"data":`...)
 	dst = append(dst, u.Data...)

@@ -153,6 +153,7 @@ func TestEncode(t *testing.T) {
 		{"left", AppendLeft(nil, "sales", 2, true), `{"op":"left","room":"sales","id":2}`},
 		{"update", AppendUpdate(nil, Update{Room: "sales", Data: []byte(`{"a":1}`)}), `{"op":"update","room":"sales","data":{"a":1}}`},
 		{"update seq", AppendUpdate(nil, Update{Room: "sales", Seq: 42, Prev: 38, Data: []byte(`{}`)}), `{"op":"update","room":"sales","seq":42,"prev":38,"data":{}}`},
+		{"update missed", AppendUpdate(nil, Update{Room: "s", Seq: 9, Prev: 7, Missed: true, Data: []byte(`{}`)}), `{"op":"update","room":"s","seq":9,"prev":7,"missed":true,"data":{}}`},
 		{"error", AppendError(nil, &Error{Code: CodeBadRoom, Message: "bad", Room: "a\"b", ID: 3, HasID: true}), `{"op":"error","code":"bad_room","message":"bad","room":"a\"b","id":3}`},
 	}
 	for _, tt := range tests {

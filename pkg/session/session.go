@@ -240,7 +240,8 @@ func (s *Session) join(cmd protocol.Command) {
 		fail(protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(s.cfg.MaxRooms)+" rooms")
 		return
 	}
-	if err := s.hub.Join(s.box, cmd.Room, cmd.ID, cmd.HasID); err != nil {
+	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince}
+	if err := s.hub.Join(s.box, req); err != nil {
 		// Only a closed NATS connection fails a subscribe: this replica
 		// cannot serve, so send the client to another one.
 		s.log.Warn("join failed", "room", cmd.Room, "err", err)

@@ -1,0 +1,244 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// HistoryConfig describes the JetStream stream that gives room updates
+// their sequence numbers and keeps each room's recent history.
+type HistoryConfig struct {
+	Stream        string        // stream name
+	SubjectPrefix string        // producers publish on <SubjectPrefix>.<room>
+	LivePrefix    string        // the stream republishes on <LivePrefix>.<room>
+	Depth         int           // updates kept per room
+	MaxAge        time.Duration // oldest update kept
+	Replicas      int
+}
+
+// ErrNoJetStream says the NATS server has no JetStream.
+var ErrNoJetStream = errors.New("NATS has no JetStream")
+
+func (c HistoryConfig) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              c.Stream,
+		Description:       "roomcast room updates: sequence numbers and recent history per room",
+		Subjects:          []string{c.SubjectPrefix + ".>"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+		MaxMsgsPerSubject: int64(c.Depth),
+		MaxAge:            c.MaxAge,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+		// The live path: one core subscription per room per gateway on the
+		// republished subject, whose headers carry the stream sequence and
+		// the room's previous sequence.
+		RePublish: &jetstream.RePublish{Source: c.SubjectPrefix + ".>", Destination: c.LivePrefix + ".>"},
+	}
+}
+
+// EnsureStream creates the history stream, or checks an existing one and
+// updates it where it differs from cfg (logging what changed). It returns
+// ErrNoJetStream when the server has no JetStream.
+func EnsureStream(ctx context.Context, nc *nats.Conn, cfg HistoryConfig, log *slog.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	want := cfg.streamConfig()
+	s, err := js.Stream(ctx, cfg.Stream)
+	switch {
+	case isNoJetStream(err):
+		return ErrNoJetStream
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err = js.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create history stream %s: %w", cfg.Stream, err)
+		}
+		log.Info("history stream created", "stream", cfg.Stream, "subjects", want.Subjects[0], "depth", cfg.Depth, "max_age", cfg.MaxAge, "replicas", cfg.Replicas)
+		return nil
+	case err != nil:
+		return fmt.Errorf("check history stream %s: %w", cfg.Stream, err)
+	}
+	have := s.CachedInfo().Config
+	if slices.Equal(have.Subjects, want.Subjects) && have.RePublish != nil && *have.RePublish == *want.RePublish &&
+		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.MaxAge == want.MaxAge &&
+		have.AllowDirect && have.Replicas == want.Replicas {
+		return nil
+	}
+	// Keep what the operator may have tuned that we do not care about.
+	upd := have
+	upd.Subjects, upd.RePublish = want.Subjects, want.RePublish
+	upd.MaxMsgsPerSubject, upd.MaxAge, upd.AllowDirect, upd.Replicas = want.MaxMsgsPerSubject, want.MaxAge, true, want.Replicas
+	if _, err := js.UpdateStream(ctx, upd); err != nil {
+		return fmt.Errorf("update history stream %s to the configured history settings: %w", cfg.Stream, err)
+	}
+	log.Warn("history stream updated to this gateway's settings", "stream", cfg.Stream, "depth", cfg.Depth, "max_age", cfg.MaxAge, "replicas", cfg.Replicas)
+	return nil
+}
+
+func isNoJetStream(err error) bool {
+	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, nats.ErrNoResponders)
+}
+
+// Msg is one stored room update.
+type Msg struct {
+	Seq, Prev uint64
+	Data      []byte
+}
+
+// History reads room history from the stream.
+type History struct {
+	nc  *nats.Conn
+	cfg HistoryConfig
+}
+
+// NewHistory returns a reader of the stream cfg describes.
+func NewHistory(nc *nats.Conn, cfg HistoryConfig) *History { return &History{nc: nc, cfg: cfg} }
+
+// ErrNotFound is returned by the stream for a message it does not have.
+var errNotFound = errors.New("message not found")
+
+type storedMsg struct {
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Data    []byte `json:"data"` // base64 in JSON; []byte decodes it
+}
+
+// get asks the stream leader for one message. Unlike a direct get, which
+// any replica may answer, the leader is never behind what has been
+// republished, so a replay never stops short of the live stream.
+func (h *History) get(ctx context.Context, req map[string]any) (storedMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return storedMsg{}, err
+	}
+	resp, err := h.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, body)
+	if err != nil {
+		return storedMsg{}, err
+	}
+	var r struct {
+		Message *storedMsg `json:"message"`
+		Error   *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return storedMsg{}, fmt.Errorf("stream message get: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.Code == 404 {
+			return storedMsg{}, errNotFound
+		}
+		return storedMsg{}, fmt.Errorf("stream message get: %s", r.Error.Description)
+	}
+	if r.Message == nil {
+		return storedMsg{}, errors.New("stream message get: empty response")
+	}
+	return *r.Message, nil
+}
+
+func (h *History) subject(room string) (string, error) {
+	if err := protocol.CheckRoom(room); err != nil {
+		return "", err
+	}
+	return h.cfg.SubjectPrefix + "." + room, nil
+}
+
+// Latest returns the room's newest stored update and the sequence of the
+// update before it (0 if none is stored). found is false when the room has
+// no stored update.
+func (h *History) Latest(ctx context.Context, room string) (m Msg, found bool, err error) {
+	subj, err := h.subject(room)
+	if err != nil {
+		return Msg{}, false, err
+	}
+	last, err := h.get(ctx, map[string]any{"last_by_subj": subj})
+	if errors.Is(err, errNotFound) {
+		return Msg{}, false, nil
+	}
+	if err != nil {
+		return Msg{}, false, err
+	}
+	prev, err := h.prevOf(ctx, subj, last.Seq)
+	if err != nil {
+		return Msg{}, false, err
+	}
+	return Msg{Seq: last.Seq, Prev: prev, Data: last.Data}, true, nil
+}
+
+// prevOf finds the sequence of the last message of subj before seq, with a
+// direct multi-last get bounded by up_to_seq (the leader API has no such
+// query). A replica that is behind may answer with an older one; prev of a
+// snapshot is informational, so that is acceptable.
+func (h *History) prevOf(ctx context.Context, subj string, seq uint64) (uint64, error) {
+	if seq <= 1 {
+		return 0, nil
+	}
+	body, _ := json.Marshal(map[string]any{"multi_last": []string{subj}, "up_to_seq": seq - 1, "batch": 1})
+	inbox := h.nc.NewRespInbox()
+	sub, err := h.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := h.nc.PublishRequest("$JS.API.DIRECT.GET."+h.cfg.Stream, inbox, body); err != nil {
+		return 0, err
+	}
+	var prev uint64
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("direct get: %w", err)
+		}
+		if st := m.Header.Get("Status"); st != "" {
+			return prev, nil // 204 end of batch, 404 none stored
+		}
+		if s, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64); err == nil {
+			prev = s
+		}
+	}
+}
+
+// After returns the room's stored updates after seq since, oldest first,
+// at most limit of them. contiguous is false when the update numbered
+// since is not a stored update of this room: then the updates that
+// followed it may be gone (aged out, or since is from another history),
+// and After returns nothing.
+func (h *History) After(ctx context.Context, room string, since uint64, limit int) (msgs []Msg, contiguous bool, err error) {
+	subj, err := h.subject(room)
+	if err != nil {
+		return nil, false, err
+	}
+	first, err := h.get(ctx, map[string]any{"seq": since})
+	if errors.Is(err, errNotFound) || (err == nil && first.Subject != subj) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	prev := since
+	for len(msgs) < limit {
+		m, err := h.get(ctx, map[string]any{"seq": prev + 1, "next_by_subj": subj})
+		if errors.Is(err, errNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		msgs = append(msgs, Msg{Seq: m.Seq, Prev: prev, Data: m.Data})
+		prev = m.Seq
+	}
+	return msgs, true, nil
+}
