@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -406,5 +407,99 @@ func TestBatching(t *testing.T) {
 	}
 	if frames := c.Frames - start; frames >= n {
 		t.Fatalf("%d updates came in %d frames: no batching", n, frames)
+	}
+}
+
+// TestSlowReaderCatchesUp: a client stops reading for 10 seconds while
+// three rooms update at 20 Hz. Another client's latency stays where it
+// was, the slow client's queue stays within its bound (conflation), and
+// when it reads again it gets the latest update of every room.
+func TestSlowReaderCatchesUp(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("10 s test")
+	}
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	nc := roomtest.Connect(t, g.Embedded())
+	rooms := []string{"a", "b", "c"}
+
+	slow := dialSmallBuffer(t, g.Addr().String())
+	fast := roomtest.Dial(t, g)
+	for _, r := range rooms {
+		_ = slow.WriteMessage(websocket.TextMessage, []byte(`{"op":"join","room":"`+r+`"}`))
+		fast.Join(r)
+	}
+	roomtest.WaitSubscriptions(t, g.Embedded(), "roomcast.live.c", 1)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // 20 Hz per room, 8 KiB each: more than the socket buffers hold in 10 s
+		defer wg.Done()
+		pad := strings.Repeat("p", 8<<10)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				for _, r := range rooms {
+					_ = nc.Publish("roomcast.room."+r, []byte(fmt.Sprintf(`{"ts":%d,"pad":%q}`, time.Now().UnixNano(), pad)))
+				}
+			}
+		}
+	}()
+
+	// The fast client reads throughout; latency = receive time - ts.
+	var lat []time.Duration
+	var maxQueued float64
+	want := map[string]uint64{} // the fast client's last seq per room: the latest
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		m := fast.Expect("update")
+		want[m.Room] = m.Seq
+		var d struct{ Ts int64 }
+		_ = json.Unmarshal(m.Data, &d)
+		lat = append(lat, time.Since(time.Unix(0, d.Ts)))
+		maxQueued = max(maxQueued, metric(t, g, "roomcast_queued_bytes_max"))
+	}
+	close(stop)
+	wg.Wait()
+	_ = nc.Flush()
+
+	early, late := median(lat[:len(lat)/5]), median(lat[len(lat)*4/5:])
+	t.Logf("fast client latency: median %v in the first 2 s, %v in the last 2 s; slow client's queue peaked at %v bytes", early, late, maxQueued)
+	if late > 3*early+100*time.Millisecond {
+		t.Errorf("fast client's latency grew from %v to %v while the other client did not read", early, late)
+	}
+	if maxQueued > float64(roomtest.Config(t, "").Queue.MaxBytes) {
+		t.Errorf("a queue held %v bytes", maxQueued)
+	}
+	if metric(t, g, "roomcast_slow_disconnects_total") != 0 {
+		t.Fatal("the slow client was disconnected; conflation should have kept it")
+	}
+
+	for {
+		m, err := fast.Next(time.Second)
+		if err != nil {
+			break
+		}
+		want[m.Room] = m.Seq
+	}
+	// Now the slow client reads again and ends on the latest of each room.
+	got := map[string]uint64{}
+	_ = slow.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for got["a"] != want["a"] || got["b"] != want["b"] || got["c"] != want["c"] {
+		_, frame, err := slow.ReadMessage()
+		if err != nil {
+			t.Fatalf("slow client: %v (has %v, want %v)", err, got, want)
+		}
+		for _, line := range strings.Split(string(frame), "\n") {
+			var m roomtest.Msg
+			if json.Unmarshal([]byte(line), &m) == nil && m.Op == "update" {
+				got[m.Room] = m.Seq
+			}
+		}
 	}
 }

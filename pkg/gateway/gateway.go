@@ -348,6 +348,31 @@ func ensureStream(nc *nats.Conn, cfg broker.HistoryConfig, log *slog.Logger) err
 	}
 }
 
+// Abort stops the gateway at once, the way a crash would: the listener and
+// every client connection are closed without close frames and the NATS
+// connection without draining. It is for failover tests; production stops
+// with Shutdown. Shutdown after Abort does nothing.
+func (g *Gateway) Abort() {
+	g.shutdownOnce.Do(func() {
+		g.draining.Store(true)
+		_ = g.srv.Close()
+		g.mu.Lock()
+		for s := range g.sessions {
+			s.Abort()
+		}
+		g.mu.Unlock()
+		g.cancel()
+		g.hub.Close()
+		g.nc.Close()
+		g.conns.Wait()
+		g.bg.Wait()
+		if g.embedded != nil {
+			g.embedded.Shutdown()
+			g.embedded.WaitForShutdown()
+		}
+	})
+}
+
 // stopNATS drains the connection and stops the embedded server.
 func (g *Gateway) stopNATS(ctx context.Context) error {
 	var err error

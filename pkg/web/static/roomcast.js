@@ -51,7 +51,8 @@
  *   update  {room, seq, prev, data, gap}  data is the producer's object.
  *           seq and prev are undefined when the gateway runs without
  *           history; gap is true when prev is not the last seq received
- *           for the room (updates were missed), false otherwise.
+ *           for the room or the gateway flagged the update "missed"
+ *           (updates were missed), false otherwise.
  *   error   {code, message, room, id}  an error reply of the gateway (see
  *           docs/protocol.md), or code 'bad_message' for a line that is
  *           not JSON. A join refused with bad_room, forbidden or
@@ -250,7 +251,9 @@
           if (!this._wanted.has(room)) return; // left while it was on the way
           const last = this._seq.get(room);
           const {seq, prev} = msg;
-          const gap = prev !== undefined && last !== undefined && prev !== last;
+          // missed: the gateway could not replay what this client lacked
+          // and sent the latest instead.
+          const gap = msg.missed === true || (prev !== undefined && last !== undefined && prev !== last);
           if (seq !== undefined) this._seq.set(room, seq);
           this._emit('update', {room, seq, prev, data: msg.data, gap});
           return;
