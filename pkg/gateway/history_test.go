@@ -199,3 +199,26 @@ func TestDrainSpreadsCloses(t *testing.T) {
 		t.Fatalf("shutdown took %v", took)
 	}
 }
+
+// TestNoJetStream: on a NATS without JetStream the gateway warns and runs
+// without history: updates without seq, the snapshot from its own cache,
+// since refused.
+func TestNoJetStream(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATSWith(t, &server.Options{})
+	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	nc := roomtest.Connect(t, ns)
+	a := roomtest.Dial(t, g)
+	a.Join("sales")
+	roomtest.WaitSubscriptions(t, ns, salesSubject, 1)
+	publishAndExpect(t, nc, a, "first")
+	b := roomtest.Dial(t, g)
+	b.Join("sales")
+	if m := b.Expect("update"); m.Seq != 0 || m.Prev != nil || string(m.Data) != `{"mark":"first"}` {
+		t.Fatalf("snapshot from the cache: %+v", m)
+	}
+	b.Send(`{"op":"join","room":"visitors","since":5}`)
+	if m := b.Expect("error"); m.Code != "history_unavailable" {
+		t.Fatalf("reply %+v", m)
+	}
+}

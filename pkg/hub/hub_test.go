@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -160,5 +162,96 @@ func BenchmarkFanout(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
 		})
+	}
+}
+
+// manualSource lets a test deliver live updates by hand, so that it can
+// make the hub miss some.
+type manualSource struct{ deliver func(broker.Delivery) }
+
+func (s *manualSource) Subscribe(_ string, d func(broker.Delivery)) (broker.Subscription, error) {
+	s.deliver = d
+	return fakeSub{}, nil
+}
+
+// TestRepair: the hub sees live updates 1 and 5 of a room (2, 3, 4 were
+// missed, as during a NATS reconnect) and must deliver 1..5 in order,
+// fetching the missing ones from the stream; Refresh must bring a quiet
+// room up to date the same way.
+func TestRepair(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	hcfg := broker.HistoryConfig{Stream: "T", SubjectPrefix: "roomcast.room", LivePrefix: "roomcast.live", Depth: 100, MaxAge: time.Hour, Replicas: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := broker.EnsureStream(ctx, nc, hcfg, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	src := &manualSource{}
+	reg := prometheus.NewRegistry()
+	h := New(src, Options{MaxUpdateBytes: 1 << 16, History: broker.NewHistory(nc, hcfg)}, metrics.New(reg), reg, slog.New(slog.DiscardHandler))
+
+	var seqs []uint64
+	pub := func(n int) {
+		resp, err := nc.Request("roomcast.room.sales", []byte(fmt.Sprintf(`{"n":%d}`, n)), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ack struct{ Seq uint64 }
+		_ = json.Unmarshal(resp.Data, &ack)
+		seqs = append(seqs, ack.Seq)
+	}
+	live := func(i int) {
+		prev := uint64(0)
+		if i > 0 {
+			prev = seqs[i-1]
+		}
+		src.deliver(broker.Delivery{Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)), Seq: seqs[i], Prev: prev})
+	}
+
+	box := newBox()
+	if err := h.Join(box, JoinRequest{Room: "sales"}); err != nil { // empty room: no snapshot
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		pub(i)
+	}
+	live(0)
+	live(4) // 1, 2, 3 missed
+	live(2) // a late duplicate: dropped
+	want := []string{`{"op":"joined","room":"sales"}`}
+	for i := range 5 {
+		prev := uint64(0)
+		if i > 0 {
+			prev = seqs[i-1]
+		}
+		want = append(want, fmt.Sprintf(`{"op":"update","room":"sales","seq":%d,"prev":%d,"data":{"n":%d}}`, seqs[i], prev, i))
+	}
+	if got := drain(t, box, len(want)); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// Two more updates that never arrive live (the room is quiet since):
+	// Refresh fetches them.
+	pub(5)
+	pub(6)
+	h.Refresh(context.Background())
+	got := drain(t, box, 2)
+	for i, n := range []int{5, 6} {
+		if w := fmt.Sprintf(`{"op":"update","room":"sales","seq":%d,"prev":%d,"data":{"n":%d}}`, seqs[n], seqs[n-1], n); got[i] != w {
+			t.Fatalf("after refresh: %s, want %s", got[i], w)
+		}
 	}
 }
