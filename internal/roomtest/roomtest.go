@@ -271,22 +271,15 @@ func (c *Client) Join(room string) {
 	}
 }
 
-// ExpectClose reads until the connection closes and returns the close code.
+// ExpectClose reads until the connection closes and returns the close
+// code; it fails the test if the connection ends without a close frame.
 func (c *Client) ExpectClose(timeout time.Duration) int {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		_ = c.Conn.SetReadDeadline(deadline)
-		_, _, err := c.Conn.ReadMessage()
-		if err == nil {
-			continue
-		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code
-		}
-		c.t.Fatalf("connection ended without a close frame: %v", err)
+	code := c.ExpectCloseCode(timeout)
+	if code == 0 {
+		c.t.Fatal("connection ended without a close frame")
 	}
+	return code
 }
 
 // ExpectCloseCode reads until the connection closes and returns the close

@@ -135,8 +135,8 @@ func (e *failoverEnv) finish() {
 	}
 }
 
-// streamLast returns the last seq of each room in the stream.
-func (e *failoverEnv) streamLast() map[string]uint64 {
+// withStream polls f with the history stream until it returns nil.
+func (e *failoverEnv) withStream(f func(ctx context.Context, nc *nats.Conn, s jetstream.Stream) error) {
 	e.t.Helper()
 	nc, err := nats.Connect(e.cluster.URLs())
 	if err != nil {
@@ -144,7 +144,6 @@ func (e *failoverEnv) streamLast() map[string]uint64 {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	out := map[string]uint64{}
 	roomtest.Eventually(e.t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -152,6 +151,15 @@ func (e *failoverEnv) streamLast() map[string]uint64 {
 		if err != nil {
 			return err
 		}
+		return f(ctx, nc, s)
+	})
+}
+
+// streamLast returns the last seq of each room in the stream.
+func (e *failoverEnv) streamLast() map[string]uint64 {
+	e.t.Helper()
+	out := map[string]uint64{}
+	e.withStream(func(ctx context.Context, _ *nats.Conn, s jetstream.Stream) error {
 		for _, room := range failoverRooms {
 			m, err := s.GetLastMsgForSubject(ctx, "roomcast.room."+room)
 			if err != nil {
@@ -168,19 +176,7 @@ func (e *failoverEnv) streamLast() map[string]uint64 {
 // the leader is not the named node.
 func (e *failoverEnv) moveStreamLeaderOff(name string) {
 	e.t.Helper()
-	nc, err := nats.Connect(e.cluster.URLs())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	roomtest.Eventually(e.t, 30*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, "ROOMCAST")
-		if err != nil {
-			return err
-		}
+	e.withStream(func(ctx context.Context, nc *nats.Conn, s jetstream.Stream) error {
 		info, err := s.Info(ctx)
 		if err != nil || info.Cluster == nil {
 			return fmt.Errorf("stream info: %v", err)

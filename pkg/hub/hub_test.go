@@ -17,9 +17,13 @@ import (
 	"github.com/roomcast/roomcast/pkg/outbox"
 )
 
-func newNATS(t *testing.T) *nats.Conn {
+func newNATS(t *testing.T, jetStream bool) *nats.Conn {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true}
+	if jetStream {
+		opts.JetStream, opts.StoreDir = true, t.TempDir()
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +74,7 @@ func drain(t *testing.T, box *outbox.Outbox, want int) []string {
 // latest update this gateway has), then live updates; after left, nothing
 // more of the room.
 func TestOrder(t *testing.T) {
-	nc := newNATS(t)
+	nc := newNATS(t, false)
 	rooms, err := broker.NewRooms(nc, "roomcast.room", "")
 	if err != nil {
 		t.Fatal(err)
@@ -179,20 +183,7 @@ func (s *manualSource) Subscribe(_ string, d func(broker.Delivery)) (broker.Subs
 // fetching the missing ones from the stream; Refresh must bring a quiet
 // room up to date the same way.
 func TestRepair(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := newNATS(t, true)
 	hcfg := broker.HistoryConfig{Stream: "T", SubjectPrefix: "roomcast.room", LivePrefix: "roomcast.live", Depth: 100, MaxAge: time.Hour, Replicas: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
