@@ -27,6 +27,12 @@ type ConnConfig struct {
 // restores every subscription after a reconnect. Connection events are
 // logged at warn (lost) and info (restored).
 func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
+	server := func(nc *nats.Conn) string {
+		if cfg.URL == "" {
+			return "embedded (in-process)"
+		}
+		return nc.ConnectedUrlRedacted()
+	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -41,10 +47,10 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", "server", nc.ConnectedUrlRedacted())
+			log.Info("NATS connection restored", "server", server(nc))
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+			log.Info("NATS connected", "server", server(nc))
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {

@@ -320,6 +320,7 @@ func TestAllowedOrigins(t *testing.T) {
 	for origin, ok := range map[string]bool{
 		"https://dash.example.com": true, "https://DASH.example.com": true,
 		"https://evil.example.com": false, "http://dash.example.com": false, "": true,
+		"http://" + g.Addr().String(): true, // its own page still works
 	} {
 		h := http.Header{}
 		if origin != "" {

@@ -112,7 +112,9 @@ func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
 
 // originChecker returns the upgrader's origin policy. With no allowed
 // origins it is gorilla's same-origin check: a browser page from another
-// site cannot open a socket with the user's cookies.
+// site cannot open a socket with the user's cookies. The listed origins are
+// allowed in addition to the gateway's own, so that its own dashboard
+// keeps working.
 func originChecker(allowed []string) func(*http.Request) bool {
 	if len(allowed) == 0 {
 		return nil
@@ -130,6 +132,6 @@ func originChecker(allowed []string) func(*http.Request) bool {
 		if err != nil {
 			return false
 		}
-		return set[strings.ToLower(u.Scheme+"://"+u.Host)]
+		return strings.EqualFold(u.Host, r.Host) || set[strings.ToLower(u.Scheme+"://"+u.Host)]
 	}
 }

@@ -24,6 +24,10 @@
  *                0 turns the check off.
  *   openTimeout  10000: a connection attempt not open by then is abandoned.
  *   stableAfter  10000: a connection live this long resets the backoff.
+ * The options are kept as properties of the same names (url, backoff,
+ * deadAfter, openTimeout, stableAfter). deadAfter may be changed at any
+ * time, e.g. when a slower room is joined; the dead-connection check reads
+ * it each time it runs.
  *
  * Methods
  *   connect()      open the connection and keep it open. Idempotent.
@@ -54,9 +58,11 @@
  *           for the room or the gateway flagged the update "missed"
  *           (updates were missed), false otherwise.
  *   error   {code, message, room, id}  an error reply of the gateway (see
- *           docs/protocol.md), or code 'bad_message' for a line that is
- *           not JSON. A join refused with bad_room, forbidden or
- *           too_many_rooms is removed from rooms(). rate_limited commands
+ *           docs/protocol.md), code 'bad_message' for a line that is
+ *           not JSON, or 'connect_failed' when the browser refused to
+ *           create the WebSocket at all (retried with backoff). A join
+ *           refused with bad_room, forbidden or too_many_rooms is
+ *           removed from rooms(). rate_limited commands
  *           are retried after a second. history_unavailable is handled
  *           here (the join is retried without since) and not emitted.
  *   close   {code, reason}  the socket closed (also on close()); a dead
@@ -193,7 +199,16 @@
 
     _open() {
       if (this._attempt === 0) this._setState('connecting'); // else still 'reconnecting'
-      const ws = new WebSocket(this.url);
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        // Refused before any network (a URL or policy the browser rejects):
+        // report it and keep to the backoff rather than stop for good.
+        this._emit('error', {code: 'connect_failed', message: String(err && err.message || err)});
+        this._timers.retry = setTimeout(() => this._started && !this._ws && this._lost(1006, 'connection refused by the browser'), 0);
+        return;
+      }
       this._ws = ws;
       ws.onopen = () => this._opened(ws);
       ws.onmessage = (ev) => this._message(ws, ev.data);
@@ -290,7 +305,10 @@
           if (cmd.op === 'leave' && !wanted) this._send({op: 'leave', room: cmd.room});
         }, 1000);
       }
-      if (cmd && cmd.op === 'join' && FINAL.has(msg.code)) this._wanted.delete(cmd.room);
+      if (cmd && cmd.op === 'join' && FINAL.has(msg.code)) {
+        this._wanted.delete(cmd.room);
+        this._seq.delete(cmd.room);
+      }
       this._emit('error', {code: msg.code, message: msg.message, room, id: msg.id});
     }
 
