@@ -312,6 +312,27 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 }
 
+// TestStaticETag: the page's files carry an ETag, and a revalidation with
+// it gets 304.
+func TestStaticETag(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	for _, path := range []string{"/", "/app.js", "/roomcast.js"} {
+		resp, err := http.Get(roomtest.URL(g, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		etag := resp.Header.Get("ETag")
+		if resp.StatusCode != 200 || etag == "" {
+			t.Fatalf("%s: %d, ETag %q", path, resp.StatusCode, etag)
+		}
+		if code, _ := roomtest.Get(t, roomtest.URL(g, path), http.Header{"If-None-Match": {etag}}); code != http.StatusNotModified {
+			t.Fatalf("%s revalidated: %d, want 304", path, code)
+		}
+	}
+}
+
 func TestAllowedOrigins(t *testing.T) {
 	t.Parallel()
 	cfg := roomtest.Config(t, "")
