@@ -381,6 +381,10 @@ func (h *Hub) Close() {
 	}
 }
 
+// resetGap is how far below the last seq a room's first update (prev 0)
+// must come to be taken for a reset stream rather than a late duplicate.
+const resetGap = 1000
+
 // deliver runs on the room subscription's delivery goroutine.
 func (h *Hub) deliver(r *room, d broker.Delivery) {
 	r.deliverMu.Lock()
@@ -390,7 +394,14 @@ func (h *Hub) deliver(r *room, d broker.Delivery) {
 		return
 	}
 	if d.Seq <= r.lastSeen {
-		return // already delivered, by a repair or a join's fetch
+		if d.Prev != 0 || r.lastSeen-d.Seq < resetGap {
+			return // already delivered, by a repair or a join's fetch
+		}
+		// A room's first update far below what the room has seen: the
+		// stream was deleted and created again. Start over, or the room
+		// would stay silent until the new numbers pass the old ones.
+		h.log.Warn("room sequence went back: the history stream was reset", "room", r.name, "seq", d.Seq, "last_seen", r.lastSeen)
+		r.lastSeen = 0
 	}
 	if r.lastSeen != 0 && d.Prev > r.lastSeen {
 		h.repairLocked(r, d.Prev)

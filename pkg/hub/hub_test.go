@@ -246,3 +246,29 @@ func TestRepair(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamReset: after the history stream is deleted and created again,
+// a room's updates start again from low numbers; the hub must deliver them
+// rather than take them for duplicates.
+func TestStreamReset(t *testing.T) {
+	src := &manualSource{}
+	h := newHub(t, src)
+	box := newBox()
+	if err := h.Join(box, JoinRequest{Room: "sales"}); err != nil {
+		t.Fatal(err)
+	}
+	src.deliver(broker.Delivery{Payload: []byte(`{"n":1}`), Seq: 5000, Prev: 4990})
+	src.deliver(broker.Delivery{Payload: []byte(`{"n":1}`), Seq: 4990, Prev: 4980}) // a late duplicate
+	src.deliver(broker.Delivery{Payload: []byte(`{"n":2}`), Seq: 3, Prev: 0})       // the new stream
+	src.deliver(broker.Delivery{Payload: []byte(`{"n":3}`), Seq: 7, Prev: 3})
+	got := drain(t, box, 4)
+	want := []string{
+		`{"op":"joined","room":"sales"}`,
+		`{"op":"update","room":"sales","seq":5000,"prev":4990,"data":{"n":1}}`,
+		`{"op":"update","room":"sales","seq":3,"prev":0,"data":{"n":2}}`,
+		`{"op":"update","room":"sales","seq":7,"prev":3,"data":{"n":3}}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
