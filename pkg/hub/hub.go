@@ -415,7 +415,24 @@ func (h *Hub) deliver(r *room, d broker.Delivery) {
 func (h *Hub) repairLocked(r *room, upTo uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
 	defer cancel()
-	msgs, contiguous, err := h.opts.History.After(ctx, r.name, r.lastSeen, h.opts.HistoryDepth)
+	// Right after a NATS failover the stream's API may not answer yet
+	// (leader elections): retry within FetchTimeout before giving up. Live
+	// updates wait in the subscription meanwhile, so order is kept.
+	var (
+		msgs       []broker.Msg
+		contiguous bool
+		err        error
+	)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		msgs, contiguous, err = h.opts.History.After(ctx, r.name, r.lastSeen, h.opts.HistoryDepth)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
 	if err != nil || !contiguous {
 		h.log.Warn("could not fetch missed updates; clients will see a gap", "room", r.name, "after", r.lastSeen, "err", err)
 		return
