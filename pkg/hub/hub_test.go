@@ -272,3 +272,51 @@ func TestStreamReset(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// BenchmarkJoinLeave measures a join and a leave of one client. "first"
+// takes and drops the room's NATS subscription every time (the room's only
+// client); "warm" joins a room that keeps other clients, so NATS is not
+// touched.
+func BenchmarkJoinLeave(b *testing.B) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		b.Fatal("nats not ready")
+	}
+	b.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	rooms, err := broker.NewRooms(nc, "roomcast.room", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, warm := range []bool{false, true} {
+		b.Run(map[bool]string{false: "first", true: "warm"}[warm], func(b *testing.B) {
+			h := newHub(b, rooms)
+			if warm {
+				if err := h.Join(newBox(), JoinRequest{Room: "sales"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			box := outbox.New(outbox.Limits{ConflateAfter: 1 << 30, MaxMessages: 1 << 30, MaxBytes: 1 << 30}, nil)
+			var batch []outbox.Message
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := h.Join(box, JoinRequest{Room: "sales"}); err != nil {
+					b.Fatal(err)
+				}
+				h.Leave(box, "sales", 0, false)
+				if i%64 == 63 {
+					batch, _ = box.Take(batch)
+					clear(batch)
+				}
+			}
+		})
+	}
+}

@@ -196,3 +196,24 @@ func BenchmarkPush(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPushConflating measures a push while the client is behind: the
+// queue is past the conflation bound and each push replaces a queued
+// update of one of 8 rooms.
+func BenchmarkPushConflating(b *testing.B) {
+	o := New(Limits{ConflateAfter: 32, MaxMessages: 256, MaxBytes: 1 << 20}, nil)
+	rooms := []string{"r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"}
+	for i := range 32 {
+		o.Push(upd(rooms[i%8], "x"))
+	}
+	msgs := make([]Message, len(rooms))
+	for i, r := range rooms {
+		msgs[i] = upd(r, "y")
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if o.Push(msgs[i%8]) != Conflated {
+			b.Fatal("not conflated")
+		}
+	}
+}

@@ -235,3 +235,35 @@ func TestCheckSubjectPrefix(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkParseCommand(b *testing.B) {
+	frame := []byte(`{"op":"join","room":"sales","id":17,"since":41}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCommand(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCompactPayload(b *testing.B) {
+	payload := []byte(`{ "ts": 1764124800000, "timestamp": "03:20:00", "sales": 4211.5, "orders": 117 }`)
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload)))
+	for b.Loop() {
+		buf.Reset()
+		if err := CompactPayload(&buf, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendUpdate(b *testing.B) {
+	u := Update{Room: "sales", Seq: 4242, Prev: 4238, Data: []byte(`{"ts":1764124800000,"timestamp":"03:20:00","sales":4211.5,"orders":117}`)}
+	dst := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = AppendUpdate(dst[:0], u)
+	}
+}
