@@ -452,3 +452,79 @@ func TestRateLimitedReplyCarriesID(t *testing.T) {
 		t.Fatalf("reply %+v", m)
 	}
 }
+
+// TestMetricsScrape scrapes /metrics over HTTP before and after traffic:
+// the series are there, named roomcast_…, and they move.
+func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	nc := roomtest.Connect(t, g.Embedded())
+	scrape := func() map[string]float64 {
+		_, body := roomtest.Get(t, roomtest.URL(g, "/metrics"), nil)
+		out := map[string]float64{}
+		for _, line := range strings.Split(body, "\n") {
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			name, val, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			if !strings.HasPrefix(name, "roomcast_") {
+				t.Errorf("series not named roomcast_…: %s", name)
+			}
+			if i := strings.IndexByte(name, '{'); i >= 0 && !strings.Contains(name, "_bucket{") {
+				name = name[:i] // sum a vector's series
+			}
+			var v float64
+			fmt.Sscan(val, &v)
+			out[name] += v
+		}
+		return out
+	}
+	before := scrape()
+	c := roomtest.Dial(t, g)
+	c.Join("sales")
+	c.Send(`{"op":"join","room":"a.b"}`)
+	c.Expect("error")
+	roomtest.WaitSubscriptions(t, g.Embedded(), salesLive, 1)
+	for i := range 5 {
+		_ = nc.Publish(salesSubject, []byte(fmt.Sprintf(`{"ts":%d,"n":%d}`, time.Now().UnixMilli(), i)))
+	}
+	_ = nc.Publish(salesSubject, []byte(`[1]`))
+	for range 5 {
+		c.Expect("update")
+	}
+	var after map[string]float64
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		after = scrape()
+		if after["roomcast_updates_dropped_total"] < 1 {
+			return fmt.Errorf("drop not counted yet")
+		}
+		return nil
+	})
+	grew := []string{
+		"roomcast_connections", "roomcast_connections_accepted_total", "roomcast_rooms",
+		"roomcast_nats_subscriptions", "roomcast_updates_received_total", "roomcast_updates_dropped_total",
+		"roomcast_deliveries_total", "roomcast_frames_sent_total", "roomcast_messages_sent_total",
+		"roomcast_bytes_sent_total", "roomcast_batch_messages_count", "roomcast_publish_to_send_seconds_count",
+		"roomcast_client_errors_total",
+	}
+	for _, name := range grew {
+		if after[name] <= before[name] {
+			t.Errorf("%s did not move: %v → %v", name, before[name], after[name])
+		}
+	}
+	present := []string{
+		"roomcast_queued_messages", "roomcast_queued_bytes", "roomcast_queued_bytes_max", "roomcast_conflated_total",
+		"roomcast_repaired_total", "roomcast_slow_disconnects_total", "roomcast_nats_connected", "roomcast_nats_reconnects_total",
+	}
+	for _, name := range present {
+		if _, ok := after[name]; !ok {
+			t.Errorf("%s missing", name)
+		}
+	}
+	if after["roomcast_nats_connected"] != 1 {
+		t.Errorf("roomcast_nats_connected = %v", after["roomcast_nats_connected"])
+	}
+}

@@ -39,6 +39,10 @@ func (g *Gateway) registerGauges() {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_nats_subscriptions", Help: "Subscriptions on the gateway's NATS connection: one per room, plus the catalogue watcher and request inboxes."}, func() float64 {
+			return float64(g.nc.NumSubscriptions())
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "roomcast_nats_reconnects_total", Help: "NATS reconnections."}, func() float64 {
 			return float64(g.nc.Stats().Reconnects)

@@ -30,6 +30,7 @@ package hub
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -498,8 +499,8 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 	if !ok {
 		return
 	}
-	msg := outbox.Message{Frame: frame, Room: r.name, Update: true}
 	data := frame[len(frame)-1-r.scratch.Len() : len(frame)-1] // the compact payload inside the frame
+	msg := outbox.Message{Frame: frame, Room: r.name, Update: true, Published: publishedAt(data)}
 
 	conflated, n := 0, 0
 	r.mu.Lock()
@@ -539,6 +540,22 @@ func (h *Hub) encode(r *room, seq, prev uint64, missed bool, payload []byte) ([]
 	frame := protocol.AppendUpdate(make([]byte, 0, r.scratch.Len()+len(r.name)+96),
 		protocol.Update{Room: r.name, Seq: seq, Prev: prev, Missed: missed, Data: r.scratch.Bytes()})
 	return frame, true
+}
+
+// publishedAt returns the payload's top-level "ts" (unix milliseconds), or
+// 0. It runs once per update, not per client.
+func publishedAt(data []byte) int64 {
+	var v struct {
+		TS json.Number `json:"ts"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		return 0
+	}
+	ts, err := v.TS.Int64()
+	if err != nil {
+		return 0
+	}
+	return ts
 }
 
 var errTooLarge = errors.New("payload is larger than limits.max_update_bytes")

@@ -22,6 +22,8 @@ type Metrics struct {
 	MessagesSent        prometheus.Counter
 	BytesSent           prometheus.Counter
 	ClientErrors        *prometheus.CounterVec // by error code
+	BatchMessages       prometheus.Histogram   // messages per frame written
+	PublishToSend       prometheus.Histogram   // producer's ts to the frame's write, seconds
 }
 
 // New creates the metrics and registers them on reg.
@@ -53,9 +55,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_bytes_sent_total", Help: "Payload bytes written to clients."}),
 		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_client_errors_total", Help: "Error replies sent to clients, by error code."}, []string{"code"}),
+		BatchMessages: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomcast_batch_messages", Help: "Messages per WebSocket frame written.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+		PublishToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_publish_to_send_seconds",
+			Help:    "Time from an update's ts (set by the producer) to the write of the frame carrying it; includes clock skew between producer and gateway.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
-		m.MessagesSent, m.BytesSent, m.ClientErrors)
+		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend)
 	return m
 }

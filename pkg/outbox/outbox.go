@@ -33,6 +33,9 @@ type Message struct {
 	// Update marks a room update, which a newer update of the same room
 	// may replace. Replies (joined, left, error) are never replaced.
 	Update bool
+	// Published is the update's "ts" (unix milliseconds at publish), 0 if
+	// it has none; the writer measures publish-to-send latency with it.
+	Published int64
 }
 
 // Limits bound an outbox. All must be positive.
@@ -112,7 +115,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 				break
 			}
 			o.bytes += len(m.Frame) - len(q.Frame)
-			q.Frame = m.Frame
+			q.Frame, q.Published = m.Frame, m.Published
 			return Conflated, false
 		}
 	}

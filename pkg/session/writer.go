@@ -114,6 +114,13 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		s.metrics.FramesSent.Inc()
 		s.metrics.MessagesSent.Add(float64(n))
 		s.metrics.BytesSent.Add(float64(size))
+		s.metrics.BatchMessages.Observe(float64(n))
+		now := time.Now().UnixMilli()
+		for _, m := range batch[:n] {
+			if m.Published > 0 {
+				s.metrics.PublishToSend.Observe(float64(now-m.Published) / 1000)
+			}
+		}
 		batch = batch[n:]
 	}
 	return nil
