@@ -18,4 +18,6 @@ ENV ROOMCAST_CONFIG=/etc/roomcast/config.yaml \
     ROOMCAST_NATS_EMBEDDED_STORE_DIR=/tmp/roomcast/jetstream
 USER nonroot:nonroot
 EXPOSE 8080
+# The image has no shell or curl: the gateway checks itself.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["/usr/local/bin/gateway", "--healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gateway"]

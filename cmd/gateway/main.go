@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/config"
@@ -53,6 +55,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String("nats-url", "", "NATS server list, overrides nats.url; empty runs an embedded server")
 	fs.String("log-level", "", "debug, info, warn or error; overrides log.level")
 	fs.String("log-format", "", "text or json; overrides log.format")
+	healthcheck := fs.Bool("healthcheck", false, "check /healthz of the gateway listening on this configuration's port and exit 0 if it answers 200 (for container healthchecks: the image has no shell or curl)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,6 +66,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := config.Load(config.LoadOptions{File: *configFile, Overrides: overrides})
 	if err != nil {
 		return err
+	}
+	if *healthcheck {
+		return checkHealth(cfg.Listen)
 	}
 	log := cfg.Log.NewLogger(stderr)
 
@@ -111,6 +117,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// The stop was asked for: report what did not finish in time, but
 		// exit 0 like a clean stop.
 		log.Warn("shutdown incomplete", "err", err)
+	}
+	return nil
+}
+
+// checkHealth asks the local gateway's /healthz.
+func checkHealth(listen string) error {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return err
+	}
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %s", resp.Status)
 	}
 	return nil
 }

@@ -54,6 +54,16 @@ func TestDemoThenSIGTERM(t *testing.T) {
 		return nil
 	})
 
+	// The container healthcheck, against the running gateway and against
+	// a port nobody listens on.
+	for listen, ok := range map[string]bool{fmt.Sprintf(":%d", port): true, fmt.Sprintf(":%d", roomtest.FreePort(t)): false} {
+		hc := roomtest.StartCommand(t, []string{"--healthcheck", "--listen", listen}, "ROOMCAST_CONFIG=../../config.yaml")
+		err := hc.Cmd.Wait()
+		if (err == nil) != ok {
+			t.Errorf("healthcheck of %s: %v, want ok=%v\n%s", listen, err, ok, hc.Output())
+		}
+	}
+
 	conn, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws", port), nil)
 	if err != nil {
 		t.Fatal(err)
