@@ -58,7 +58,7 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, cfg HistoryConfig, log *sl
 	want := cfg.streamConfig()
 	s, err := js.Stream(ctx, cfg.Stream)
 	switch {
-	case isNoJetStream(err):
+	case IsNoJetStream(err):
 		return ErrNoJetStream
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		if _, err = js.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -86,7 +86,9 @@ func EnsureStream(ctx context.Context, nc *nats.Conn, cfg HistoryConfig, log *sl
 	return nil
 }
 
-func isNoJetStream(err error) bool {
+// IsNoJetStream reports whether err says the server has no JetStream (or
+// nothing answers the JetStream API).
+func IsNoJetStream(err error) bool {
 	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
 		errors.Is(err, nats.ErrNoResponders)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/roomcast/roomcast/pkg/broker"
 )
 
 // Store is a gateway's view of the catalogue, kept current by Run.
@@ -171,8 +172,7 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jet
 			kv, err = js.KeyValue(ctx, bucket)
 		}
 	}
-	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
-		errors.Is(err, nats.ErrNoResponders) {
+	if broker.IsNoJetStream(err) {
 		return nil, errNoJetStream
 	}
 	if err != nil {

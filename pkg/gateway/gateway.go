@@ -363,13 +363,10 @@ func (g *Gateway) Abort() {
 		g.mu.Unlock()
 		g.cancel()
 		g.hub.Close()
-		g.nc.Close()
+		g.nc.Close() // no drain: stopNATS finds it closed
 		g.conns.Wait()
 		g.bg.Wait()
-		if g.embedded != nil {
-			g.embedded.Shutdown()
-			g.embedded.WaitForShutdown()
-		}
+		_ = g.stopNATS(context.Background())
 	})
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/outbox"
 )
 
-func newNATS(t *testing.T, jetStream bool) *nats.Conn {
+func newNATS(t testing.TB, jetStream bool) *nats.Conn {
 	t.Helper()
 	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true}
 	if jetStream {
@@ -278,20 +278,7 @@ func TestStreamReset(t *testing.T) {
 // client); "warm" joins a room that keeps other clients, so NATS is not
 // touched.
 func BenchmarkJoinLeave(b *testing.B) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		b.Fatal("nats not ready")
-	}
-	b.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	nc := newNATS(b, false)
 	rooms, err := broker.NewRooms(nc, "roomcast.room", "")
 	if err != nil {
 		b.Fatal(err)
