@@ -60,7 +60,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
 		PublishToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_publish_to_send_seconds",
-			Help:    "Time from an update's ts (set by the producer) to the write of the frame carrying it; includes clock skew between producer and gateway.",
+			Help:    "Per frame written: time from the ts (set by the producer) of its oldest update to the write; includes clock skew between producer and gateway.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,

@@ -34,7 +34,8 @@ type Message struct {
 	// may replace. Replies (joined, left, error) are never replaced.
 	Update bool
 	// Published is the update's "ts" (unix milliseconds at publish), 0 if
-	// it has none; the writer measures publish-to-send latency with it.
+	// it has none; the writer measures publish-to-send latency per frame with
+	// it.
 	Published int64
 }
 

@@ -115,11 +115,16 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		s.metrics.MessagesSent.Add(float64(n))
 		s.metrics.BytesSent.Add(float64(size))
 		s.metrics.BatchMessages.Observe(float64(n))
-		now := time.Now().UnixMilli()
+		// One observation per frame, of its oldest update: the frame's
+		// worst latency, without a shared histogram update per message.
+		var oldest int64
 		for _, m := range batch[:n] {
-			if m.Published > 0 {
-				s.metrics.PublishToSend.Observe(float64(now-m.Published) / 1000)
+			if m.Published > 0 && (oldest == 0 || m.Published < oldest) {
+				oldest = m.Published
 			}
+		}
+		if oldest > 0 {
+			s.metrics.PublishToSend.Observe(float64(time.Now().UnixMilli()-oldest) / 1000)
 		}
 		batch = batch[n:]
 	}
