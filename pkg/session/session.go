@@ -108,9 +108,6 @@ func (s *Session) Close(code int, reason string) {
 // Abort drops the connection without a close frame, as a crash would.
 func (s *Session) Abort() { _ = s.conn.NetConn().Close() }
 
-// Done is closed once the session is closing or closed.
-func (s *Session) Done() <-chan struct{} { return s.closing }
-
 // Queued reports the messages and bytes waiting in the client's outbox.
 func (s *Session) Queued() (messages, bytes int) { return s.box.Len() }
 
