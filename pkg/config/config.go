@@ -190,7 +190,7 @@ func Default() Config {
 		ShutdownTimeout:  15 * time.Second,
 		DrainWindow:      5 * time.Second,
 		RoomLinger:       time.Second,
-		Auth: Auth{Mode: "none", JWT: JWT{Leeway: 5 * time.Second}, Roles: map[string][]string{}},
+		Auth:             Auth{Mode: "none", JWT: JWT{Leeway: 5 * time.Second}, Roles: map[string][]string{}},
 		NATS: NATS{
 			Name:          "roomcast",
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
