@@ -36,12 +36,17 @@ type Credentials struct {
 	CAFile         string
 	CertFile       string
 	KeyFile        string
+	// InboxPrefix replaces _INBOX in reply subjects; empty keeps _INBOX.
+	InboxPrefix string
 }
 
 // options turns the credentials into nats.go options; files are read here
 // so that a bad one stops start-up with its name.
 func (c Credentials) options() ([]nats.Option, error) {
 	var opts []nats.Option
+	if c.InboxPrefix != "" && c.InboxPrefix != nats.InboxPrefix[:len(nats.InboxPrefix)-1] {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
+	}
 	switch {
 	case c.User != "":
 		opts = append(opts, nats.UserInfo(c.User, c.Password))

@@ -62,6 +62,9 @@ type NATS struct {
 	NKeySeedFile string  `mapstructure:"nkey_seed_file"`
 	CredsFile    string  `mapstructure:"creds_file"`
 	TLS          NATSTLS `mapstructure:"tls"`
+	// InboxPrefix starts the reply subjects of this connection's requests,
+	// so that NATS permissions can give each user its own inboxes.
+	InboxPrefix string `mapstructure:"inbox_prefix"`
 }
 
 // Credentials are the NATS credentials and TLS settings for broker.Connect.
@@ -70,6 +73,7 @@ func (n NATS) Credentials() broker.Credentials {
 		User: n.User, Password: n.Password, Token: n.Token,
 		NKeySeedFile: n.NKeySeedFile, CredsFile: n.CredsFile,
 		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
+		InboxPrefix: n.InboxPrefix,
 	}
 }
 
@@ -196,6 +200,7 @@ func Default() Config {
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
 			CatalogBucket: catalog.DefaultBucket,
 			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
+			InboxPrefix:   "_INBOX",
 		},
 		History: History{
 			Enabled:    true,

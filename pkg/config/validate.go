@@ -76,6 +76,7 @@ func (c *Config) Validate() error {
 		check("nats.embedded.listen", checkAddr(c.NATS.Embedded.Listen))
 	}
 	check("nats.subject_prefix", protocol.CheckSubjectPrefix(c.NATS.SubjectPrefix))
+	check("nats.inbox_prefix", protocol.CheckSubjectPrefix(c.NATS.InboxPrefix))
 	if !validBucket(c.NATS.CatalogBucket) {
 		bad("nats.catalog_bucket", "must be letters, digits, '-' and '_', got %q", c.NATS.CatalogBucket)
 	}

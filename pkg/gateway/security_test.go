@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -485,4 +486,44 @@ func listedRooms(t testing.TB, body string) []string {
 	}
 	sort.Strings(rooms)
 	return rooms
+}
+
+// TestTLSEndToEnd: with tls.cert_file and tls.key_file the gateway serves
+// HTTPS and WSS only; a client that trusts the CA gets its updates, and a
+// token works over it as over plain WebSocket.
+func TestTLSEndToEnd(t *testing.T) {
+	t.Parallel()
+	certs := roomtest.TLSCerts(t)
+	ns := roomtest.StartNATS(t)
+	cfg := authConfig(t, ns.ClientURL())
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = certs.CertFile, certs.KeyFile
+	g := roomtest.StartGateway(t, cfg)
+	nc := roomtest.Connect(t, ns)
+	tlsCfg := &tls.Config{RootCAs: certs.Pool, MinVersion: tls.VersionTLS12}
+	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
+
+	c, _, err := roomtest.DialURL(t, "wss://"+g.Addr().String()+"/ws?token="+good, nil, &websocket.Dialer{TLSClientConfig: tlsCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Join("sales")
+	publishAndExpect(t, nc, c, "over TLS")
+
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 5 * time.Second}
+	resp, err := hc.Get("https://" + g.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil || resp.ProtoMajor != 1 {
+		t.Fatalf("https /healthz: %d, TLS %v, proto %s", resp.StatusCode, resp.TLS != nil, resp.Proto)
+	}
+	// Plain WebSocket to the TLS port fails; so does a client that does
+	// not trust the certificate.
+	if _, _, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws?token="+good, nil, &websocket.Dialer{HandshakeTimeout: 2 * time.Second}); err == nil {
+		t.Fatal("plain ws to the TLS port worked")
+	}
+	if _, _, err := roomtest.DialURL(t, "wss://"+g.Addr().String()+"/ws?token="+good, nil, nil); err == nil {
+		t.Fatal("wss without trusting the CA worked")
+	}
 }
