@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/config"
@@ -222,10 +226,40 @@ func serverTLS(c config.TLS) (*tls.Config, error) {
 	}, nil
 }
 
-// hostOnly strips the port from a host:port, for logs.
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
+// unserved counts TCP connections that closed before any request reached
+// a handler: the handshake_timeout ran out (a stalled or slowloris client),
+// the header block was too large or not HTTP, or the client gave up. It
+// hooks http.Server's ConnContext and ConnState.
+type unserved struct {
+	conns   sync.Map // net.Conn -> *atomic.Bool (a request reached a handler)
+	counter prometheus.Counter
+}
+
+type servedKey struct{}
+
+func (u *unserved) connContext(ctx context.Context, c net.Conn) context.Context {
+	served := new(atomic.Bool)
+	u.conns.Store(c, served)
+	return context.WithValue(ctx, servedKey{}, served)
+}
+
+func (u *unserved) connState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateHijacked:
+		u.conns.Delete(c)
+	case http.StateClosed:
+		if served, ok := u.conns.LoadAndDelete(c); ok && !served.(*atomic.Bool).Load() {
+			u.counter.Inc()
+		}
 	}
-	return hostport
+}
+
+// handler marks the connection as served before h runs.
+func (u *unserved) handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if served, ok := r.Context().Value(servedKey{}).(*atomic.Bool); ok {
+			served.Store(true)
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -196,8 +196,15 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)
 	}
+	idle := &unserved{counter: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "roomcast_http_unserved_total",
+		Help: "TCP connections closed before a request reached the gateway: handshake_timeout ran out (stalled or slowloris clients), headers over limits.max_header_bytes, not HTTP, or the client gave up.",
+	})}
+	g.registry.MustRegister(idle.counter)
 	g.srv = &http.Server{
-		Handler:           g.routes(),
+		Handler:           idle.handler(g.routes()),
+		ConnContext:       idle.connContext,
+		ConnState:         idle.connState,
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		IdleTimeout:       2 * time.Minute,

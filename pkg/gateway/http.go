@@ -36,7 +36,17 @@ func (g *Gateway) routes() http.Handler {
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
-	return mux
+	return securityHeaders(mux)
+}
+
+// securityHeaders: no MIME sniffing, and no Referer, since a wall
+// screen's URL may carry its token (?token=).
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // staticHandler serves the embedded page with an ETag per file, so that a

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -526,4 +527,42 @@ func TestTLSEndToEnd(t *testing.T) {
 	if _, _, err := roomtest.DialURL(t, "wss://"+g.Addr().String()+"/ws?token="+good, nil, nil); err == nil {
 		t.Fatal("wss without trusting the CA worked")
 	}
+}
+
+// TestHandshakeTimeout: a client that opens a connection and sends its
+// request headers too slowly (or not at all) is disconnected after
+// handshake_timeout, and counted.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.HandshakeTimeout = 300 * time.Millisecond
+	g := roomtest.StartGateway(t, cfg)
+	for name, start := range map[string]string{
+		"nothing sent":   "",
+		"partial header": "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", g.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if start != "" {
+				if _, err := conn.Write([]byte(start)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = io.ReadAll(conn) // returns when the gateway closes it
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the stalled connection was not closed")
+			}
+		})
+	}
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if got := metric(t, g, "roomcast_http_unserved_total"); got < 2 {
+			return fmt.Errorf("roomcast_http_unserved_total = %v", got)
+		}
+		return nil
+	})
 }
