@@ -35,14 +35,15 @@ type Config struct {
 	// RoomLinger keeps an emptied room's subscription this long.
 	RoomLinger time.Duration `mapstructure:"room_linger"`
 
-	Auth     Auth     `mapstructure:"auth"`
-	TLS      TLS      `mapstructure:"tls"`
-	NATS     NATS     `mapstructure:"nats"`
-	History  History  `mapstructure:"history"`
-	Limits   Limits   `mapstructure:"limits"`
-	Queue    Queue    `mapstructure:"queue"`
-	Log      Log      `mapstructure:"log"`
-	Producer Producer `mapstructure:"producer"`
+	Auth        Auth        `mapstructure:"auth"`
+	TLS         TLS         `mapstructure:"tls"`
+	NATS        NATS        `mapstructure:"nats"`
+	History     History     `mapstructure:"history"`
+	Limits      Limits      `mapstructure:"limits"`
+	Queue       Queue       `mapstructure:"queue"`
+	Compression Compression `mapstructure:"compression"`
+	Log         Log         `mapstructure:"log"`
+	Producer    Producer    `mapstructure:"producer"`
 }
 
 // NATS configures the NATS connection.
@@ -149,6 +150,13 @@ type Queue struct {
 	BatchBytes    int `mapstructure:"batch_bytes"`
 }
 
+// Compression configures permessage-deflate for clients that offer it.
+type Compression struct {
+	Enabled  bool `mapstructure:"enabled"`
+	MinBytes int  `mapstructure:"min_bytes"` // smaller updates go uncompressed
+	Level    int  `mapstructure:"level"`     // flate level 1 (fastest) to 9
+}
+
 // Log configures log/slog.
 type Log struct {
 	Level  string `mapstructure:"level"`  // debug, info, warn, error
@@ -226,8 +234,9 @@ func Default() Config {
 			MaxBytes:      1 << 20,
 			BatchBytes:    32 << 10,
 		},
-		Log:      Log{Level: "info", Format: "text"},
-		Producer: Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
+		Log:         Log{Level: "info", Format: "text"},
+		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
 	}
 }
 

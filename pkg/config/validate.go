@@ -109,6 +109,12 @@ func (c *Config) Validate() error {
 		bad("queue.max_bytes", "must hold at least 4 updates of limits.max_update_bytes (%d), got %d", 4*c.Limits.MaxUpdateBytes, c.Queue.MaxBytes)
 	}
 
+	if c.Compression.MinBytes < 0 {
+		bad("compression.min_bytes", "must not be negative, got %d", c.Compression.MinBytes)
+	}
+	if c.Compression.Level < 1 || c.Compression.Level > 9 {
+		bad("compression.level", "must be 1 (fastest) to 9 (smallest), got %d", c.Compression.Level)
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

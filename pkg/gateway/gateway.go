@@ -120,6 +120,9 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	hopts := hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes, Linger: cfg.RoomLinger, HistoryDepth: cfg.History.Depth}
+	if cfg.Compression.Enabled {
+		hopts.CompressMinBytes = max(cfg.Compression.MinBytes, 1)
+	}
 	live := ""
 	if cfg.History.Enabled {
 		hcfg := broker.HistoryConfig{
@@ -167,9 +170,10 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		// Commands are small; a pooled write buffer is held only while a
 		// frame is being written, so idle connections cost no write buffer.
-		ReadBufferSize:  1024,
-		WriteBufferSize: 4096,
-		WriteBufferPool: &sync.Pool{},
+		ReadBufferSize:    1024,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   &sync.Pool{},
+		EnableCompression: cfg.Compression.Enabled,
 		// serveWS has checked the origin before the token.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -122,7 +123,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if grant != nil {
 		log = log.With("sub", grant.Subject)
 	}
-	s := session.New(conn, g.hub, g.sessCfg, grant, g.metrics, log)
+	scfg := g.sessCfg
+	scfg.Compress = g.cfg.Compression.Enabled && offersDeflate(r)
+	if scfg.Compress {
+		_ = conn.SetCompressionLevel(g.cfg.Compression.Level)
+	}
+	s := session.New(conn, g.hub, scfg, grant, g.metrics, log)
 	if !g.track(s) {
 		// Shutdown began during the handshake.
 		msg := websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server shutting down")
@@ -132,6 +138,20 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.untrack(s)
 	s.Serve(r.Context())
+}
+
+// offersDeflate reports whether the client offered permessage-deflate,
+// which is when gorilla (with EnableCompression) accepts it.
+func offersDeflate(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Extensions") {
+		for _, ext := range strings.Split(h, ",") {
+			name, _, _ := strings.Cut(ext, ";")
+			if strings.EqualFold(strings.TrimSpace(name), "permessage-deflate") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // track registers a session so that Shutdown closes it and waits for it.

@@ -27,6 +27,7 @@ type Metrics struct {
 	AuthFailures        *prometheus.CounterVec // by reason (pkg/auth)
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
+	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
 }
 
 // New creates the metrics and registers them on reg.
@@ -71,10 +72,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_connections_refused_total", Help: "WebSocket handshakes refused before the upgrade, by reason (origin, max_connections, max_connections_per_ip, draining, bad_handshake); auth failures are in roomcast_auth_failures_total."}, []string{"reason"}),
 		TokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
+		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_compressed_messages_total", Help: "Updates sent compressed (permessage-deflate), each compressed once per gateway and shared."}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
-		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired)
+		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
 	return m
 }

@@ -42,6 +42,9 @@ type Config struct {
 	// History tells whether the gateway can serve "since"; without it a
 	// resume is refused with history_unavailable.
 	History bool
+	// Compress: this client negotiated permessage-deflate; updates the hub
+	// prepared for compression are sent compressed, the rest plain.
+	Compress bool
 }
 
 // closeGrace bounds how long a closing session waits for the client's
@@ -86,6 +89,9 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		readerDone: make(chan struct{}),
 	}
 	s.box = outbox.New(cfg.Outbox, s.overflowed)
+	// gorilla compresses every write once compression is negotiated;
+	// only the shared, prepared frames should be.
+	conn.EnableWriteCompression(false)
 	return s
 }
 
