@@ -111,7 +111,7 @@ type room struct {
 	index    map[Member]int // position in members
 	last     []byte         // latest update frame: the snapshot for a joiner
 	lastPrep *websocket.PreparedMessage
-	lastData []byte         // its compact payload, to re-encode it flagged
+	lastData []byte // its compact payload, to re-encode it flagged
 	lastSeq  uint64
 	lastPrev uint64
 }
