@@ -429,6 +429,8 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 	// Room for two seconds of backlog before conflation, so that a reader
 	// slowed by a loaded machine is not mistaken for a slow client.
 	cfg.Queue.ConflateAfter, cfg.Queue.MaxMessages, cfg.Queue.MaxBytes = 1000, 2000, 4<<20
+	// The pause is 10 s: a write_timeout of 10 s would race it.
+	cfg.WriteTimeout = time.Minute
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, g.Embedded())
 	rooms := []string{"a", "b", "c"}

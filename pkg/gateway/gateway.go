@@ -57,6 +57,7 @@ type Gateway struct {
 	registry *prometheus.Registry
 	upgrader websocket.Upgrader
 	admit    *admission
+	poller   *session.Poller // nil: a reader goroutine per connection
 	sessCfg  session.Config
 	srv      *http.Server
 	ln       net.Listener
@@ -97,6 +98,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	started := false
 	defer func() {
 		if !started {
+			g.closePoller()
 			_ = g.stopNATS(context.Background())
 		}
 	}()
@@ -150,6 +152,11 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.hub = hub.New(rooms, hopts, g.metrics, g.registry, log)
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, log)
+	if cfg.TLS.CertFile == "" {
+		if g.poller, err = session.NewPoller(); err != nil {
+			log.Warn("no epoll: one reader goroutine per connection", "err", err)
+		}
+	}
 	g.sessCfg = session.Config{
 		PingInterval:  cfg.PingInterval,
 		PongTimeout:   cfg.PongTimeout,
@@ -160,6 +167,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		CommandBurst:  cfg.Limits.CommandBurst,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
 		History:       g.history,
+		Poller:        g.poller,
 		Outbox: outbox.Limits{
 			ConflateAfter: cfg.Queue.ConflateAfter,
 			MaxMessages:   cfg.Queue.MaxMessages,
@@ -168,9 +176,11 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		// Commands are small; a pooled write buffer is held only while a
-		// frame is being written, so idle connections cost no write buffer.
-		ReadBufferSize:    1024,
+		// The session reads the socket itself, so gorilla's read buffer is
+		// never used: keep it at gorilla's minimum. A pooled write buffer
+		// is held only while a frame is being written, so idle connections
+		// cost no write buffer.
+		ReadBufferSize:    1,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   &sync.Pool{},
 		EnableCompression: cfg.Compression.Enabled,
@@ -311,12 +321,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	// Closes the listener; hijacked WebSocket connections are ours to close.
 	errHTTP := g.srv.Shutdown(ctx)
 
-	g.mu.Lock()
-	sessions := make([]*session.Session, 0, len(g.sessions))
-	for s := range g.sessions {
-		sessions = append(sessions, s)
-	}
-	g.mu.Unlock()
+	sessions := g.openSessions()
 	g.log.Info("shutting down", "clients", len(sessions), "drain_window", g.cfg.DrainWindow)
 	closeSpread(ctx, sessions, g.cfg.DrainWindow)
 
@@ -330,11 +335,23 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 	g.cancel()
 	g.hub.Close()
+	g.closePoller()
 	errNATS := g.stopNATS(ctx)
 	g.bg.Wait()
 	err := errors.Join(errHTTP, errConns, errNATS)
 	g.log.Info("shutdown complete", "took", time.Since(start), "err", err)
 	return err
+}
+
+// openSessions lists the sessions now open.
+func (g *Gateway) openSessions() []*session.Session {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sessions := make([]*session.Session, 0, len(g.sessions))
+	for s := range g.sessions {
+		sessions = append(sessions, s)
+	}
+	return sessions
 }
 
 // closeSpread closes the sessions with 1012 one after another over window,
@@ -384,18 +401,25 @@ func (g *Gateway) Abort() {
 	g.shutdownOnce.Do(func() {
 		g.draining.Store(true)
 		_ = g.srv.Close()
-		g.mu.Lock()
-		for s := range g.sessions {
+		// Not under g.mu: an aborted session's onDone takes it.
+		for _, s := range g.openSessions() {
 			s.Abort()
 		}
-		g.mu.Unlock()
 		g.cancel()
 		g.hub.Close()
 		g.nc.Close() // no drain: stopNATS finds it closed
 		g.conns.Wait()
+		g.closePoller()
 		g.bg.Wait()
 		_ = g.stopNATS(context.Background())
 	})
+}
+
+// closePoller stops the poller once no session uses it.
+func (g *Gateway) closePoller() {
+	if g.poller != nil {
+		g.poller.Close()
+	}
 }
 
 // stopNATS drains the connection and stops the embedded server.

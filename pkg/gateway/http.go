@@ -78,8 +78,7 @@ func staticHandler() http.Handler {
 	})
 }
 
-// serveWS upgrades the request and runs the client's session on this
-// goroutine until the connection ends.
+// serveWS upgrades the request and starts the client's session.
 //
 // Before the upgrade, in this order: shutdown (503), origin (403), token
 // (401), connection limits (503 for the gateway, 429 for the client's IP,
@@ -114,30 +113,36 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(err.Error(), http.StatusTooManyRequests, "too many connections from your address")
 		return
 	}
-	defer g.admit.release(ip)
 	conn, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		g.admit.release(ip)
 		return // the upgrader has answered with the reason and counted it
 	}
-	log := g.log.With("remote", r.RemoteAddr, "client_ip", ip.String())
+	logArgs := []any{"remote", r.RemoteAddr, "client_ip", ip}
 	if grant != nil {
-		log = log.With("sub", grant.Subject)
+		logArgs = append(logArgs, "sub", grant.Subject)
 	}
 	scfg := g.sessCfg
 	scfg.Compress = g.cfg.Compression.Enabled && offersDeflate(r)
 	if scfg.Compress {
 		_ = conn.SetCompressionLevel(g.cfg.Compression.Level)
 	}
-	s := session.New(conn, g.hub, scfg, grant, g.metrics, log)
+	s := session.New(conn, g.hub, scfg, grant, g.metrics, g.log, logArgs...)
 	if !g.track(s) {
 		// Shutdown began during the handshake.
+		g.admit.release(ip)
 		msg := websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server shutting down")
 		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		_ = conn.Close()
 		return
 	}
-	defer g.untrack(s)
-	s.Serve(r.Context())
+	// The session goes on without this goroutine: returning lets net/http
+	// free the request's buffers, so an idle connection costs only its
+	// own small state.
+	s.Start(func() {
+		g.untrack(s)
+		g.admit.release(ip)
+	})
 }
 
 // offersDeflate reports whether the client offered permessage-deflate,

@@ -68,6 +68,7 @@ type Outbox struct {
 	limits     Limits
 	wake       chan struct{} // capacity 1: an edge trigger, never blocks a pusher
 	onOverflow func()
+	onPush     func() // if set, called instead of signalling wake (then nil)
 
 	mu       sync.Mutex
 	queue    []Message
@@ -81,6 +82,13 @@ type Outbox struct {
 // it must not block.
 func New(l Limits, onOverflow func()) *Outbox {
 	return &Outbox{limits: l, wake: make(chan struct{}, 1), onOverflow: onOverflow}
+}
+
+// NewNotify returns an empty outbox that calls onPush after every push
+// (without locks held; it must not block) instead of signalling Ready,
+// which is then nil. It saves a channel per connection.
+func NewNotify(l Limits, onOverflow, onPush func()) *Outbox {
+	return &Outbox{limits: l, onOverflow: onOverflow, onPush: onPush}
 }
 
 // Push queues m without ever blocking.
@@ -139,6 +147,10 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 }
 
 func (o *Outbox) signal() {
+	if o.onPush != nil {
+		o.onPush()
+		return
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:

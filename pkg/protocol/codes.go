@@ -12,10 +12,11 @@ const (
 	CodeUnauthorized       = "unauthorized"        // authentication required or failed
 )
 
-// WebSocket close codes the gateway uses. 1003, 1007, 1008, 1009 and 1012
+// WebSocket close codes the gateway uses. 1002, 1003, 1007, 1008, 1009 and 1012
 // are RFC 6455 / IANA codes; 4001 and 4008 are roomcast's own.
 const (
 	CloseNormal          = 1000
+	CloseProtocolError   = 1002 // a frame broke RFC 6455 (unmasked, bad opcode, ...)
 	CloseUnsupportedData = 1003 // a binary frame was received
 	CloseInvalidPayload  = 1007 // a text frame was not valid UTF-8
 	ClosePolicyViolation = 1008 // limits exceeded: command flood

@@ -1,23 +1,33 @@
 // Package session serves one client connection of the native WebSocket
-// protocol: a reader that executes the client's commands against the hub,
-// and a writer that drains the client's outbox, batching whatever is queued
-// into one frame, and sends the heartbeat pings.
+// protocol: it parses the client's frames and runs its commands against
+// the hub, drains the client's outbox into batched frames, and keeps the
+// heartbeat.
 //
-// Lifetime: Serve runs the reader on the caller's goroutine and owns the
-// writer goroutine; it returns when both have ended, after the client has
-// left all its rooms and the socket is closed. Close (from any goroutine)
-// starts the close handshake with a code; a read error (peer gone, pong
-// overdue) ends the session at once.
+// An idle connection holds no goroutine. Reading: with a Poller (Linux,
+// plain sockets) the socket is watched by epoll and a short-lived
+// goroutine reads and runs whatever arrived; otherwise (TLS, other
+// systems) one reader goroutine per connection blocks in Read. Writing: a
+// writer goroutine is started when the outbox receives a message and ends
+// when the outbox is empty. Heartbeat and token expiry are timers.
+//
+// Lifetime: Start returns at once; the session ends (teardown: leave every
+// room, free the queue, close the socket, call onDone) when the client
+// closes, a read or write fails, the pong is overdue, or a close started by
+// Close completes or times out. Close starts the close handshake with a
+// code; Abort drops the connection as a crash would.
 package session
 
 import (
-	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/pkg/auth"
@@ -33,7 +43,7 @@ type Config struct {
 	PingInterval  time.Duration // time between pings
 	PongTimeout   time.Duration // how long after a ping its pong may come
 	WriteTimeout  time.Duration // deadline for writing one frame
-	MaxFrameBytes int64         // largest client frame; larger closes with 1009
+	MaxFrameBytes int64         // largest client message; larger closes with 1009
 	MaxRooms      int           // rooms one connection may be in
 	CommandRate   float64       // sustained commands per second
 	CommandBurst  int           // commands allowed at once
@@ -45,54 +55,131 @@ type Config struct {
 	// Compress: this client negotiated permessage-deflate; updates the hub
 	// prepared for compression are sent compressed, the rest plain.
 	Compress bool
+	// Poller watches idle sockets; nil gives each connection a reader
+	// goroutine.
+	Poller *Poller
 }
 
 // closeGrace bounds how long a closing session waits for the client's
 // close frame, and how long the last flush and the close frame may take.
 const closeGrace = 2 * time.Second
 
+var (
+	errEOF         = io.EOF
+	errPongOverdue = errors.New("pong overdue")
+	errAborted     = errors.New("aborted")
+	errPeerClosed  = errors.New("client closed the connection")
+)
+
+// readBufs are the buffers a read borrows; an idle connection holds none.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
 // Session is one client connection.
 type Session struct {
-	conn    *websocket.Conn
+	conn    *websocket.Conn // writes go through gorilla
+	nc      net.Conn        // the socket, read directly
 	hub     *hub.Hub
 	box     *outbox.Outbox
 	cfg     Config
 	grant   *auth.Grant // nil: every room
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	logArgs []any // who the client is, added to each log line (cheaper than a logger per connection)
+	onDone  func()
+	start   time.Time
 
-	// Owned by the reader goroutine.
-	rooms    map[string]struct{}
+	// With a poller: the socket's descriptor. polled is false when the
+	// session fell back to a reader goroutine.
+	raw    syscall.RawConn
+	fd     int
+	polled bool
+
+	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
+	// or the reader goroutine).
+	frames   frameReader
 	bucket   tokenBucket
 	rejected int // commands refused in a row by the rate limit
 
+	roomsMu sync.Mutex // guards rooms and gone; held across hub.Join
+	rooms   []string   // a few at most (limits.max_rooms_per_connection)
+	gone    bool       // torn down: no more joins
+
+	lastRead atomic.Int64 // unix nanoseconds of the client's last bytes
+	writing  atomic.Bool  // a writer goroutine is running
+
+	hbMu         sync.Mutex // the heartbeat's state
+	pingSent     int64      // unix nanoseconds
+	awaitingPong bool
+	heartbeat    *time.Timer
+	expiry       *time.Timer
+
+	state       atomic.Uint32 // stateClosing | stateEnded
 	closeOnce   sync.Once
-	closing     chan struct{} // closed by Close
-	closeCode   int           // written before closing is closed
+	closeCode   int // written before stateClosing is set
 	closeReason string
-	readerDone  chan struct{}
+	peerOnce    sync.Once
+	peerClosed  chan struct{} // made by Close: the client answered our close frame, or the session ended
+	endOnce     sync.Once
 }
+
+const (
+	stateClosing = 1 << iota
+	stateEnded
+)
 
 // New prepares a session on an upgraded connection. grant says which rooms
 // the client may join and until when; nil allows every room, for ever.
-func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *metrics.Metrics, log *slog.Logger) *Session {
+// logArgs (key, value, ...) are added to the session's log lines.
+func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *metrics.Metrics, log *slog.Logger, logArgs ...any) *Session {
 	s := &Session{
-		conn:       conn,
-		hub:        h,
-		cfg:        cfg,
-		grant:      grant,
-		metrics:    m,
-		log:        log,
-		rooms:      make(map[string]struct{}),
-		bucket:     newTokenBucket(cfg.CommandRate, cfg.CommandBurst, time.Now()),
-		closing:    make(chan struct{}),
-		readerDone: make(chan struct{}),
+		conn:    conn,
+		nc:      conn.NetConn(),
+		hub:     h,
+		cfg:     cfg,
+		grant:   grant,
+		metrics: m,
+		log:     log,
+		logArgs: logArgs,
+		bucket:  newTokenBucket(cfg.CommandRate, cfg.CommandBurst, time.Now()),
+		frames:  frameReader{maxMessage: int(cfg.MaxFrameBytes), deflate: cfg.Compress},
 	}
-	s.box = outbox.New(cfg.Outbox, s.overflowed)
+	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
 	// gorilla compresses every write once compression is negotiated;
 	// only the shared, prepared frames should be.
 	conn.EnableWriteCompression(false)
 	return s
+}
+
+// Start runs the session and returns at once; onDone is called when it has
+// ended.
+func (s *Session) Start(onDone func()) {
+	s.onDone = onDone
+	s.start = time.Now()
+	s.lastRead.Store(s.start.UnixNano())
+	s.metrics.ConnectionsAccepted.Inc()
+	s.metrics.Connections.Inc()
+	if s.log.Enabled(nil, slog.LevelDebug) {
+		s.log.Debug("connection opened", append(s.logArgs, "polled", s.polled)...)
+	}
+
+	s.heartbeat = time.AfterFunc(s.cfg.PingInterval, s.beat)
+	// A token that expires closes the connection with 4001, so that the
+	// client fetches a new one and reconnects.
+	if d, ok := s.grant.ExpiresIn(time.Now()); ok {
+		s.expiry = time.AfterFunc(max(d, 0), func() {
+			s.metrics.TokensExpired.Inc()
+			s.Close(protocol.CloseTokenExpired, "token expired")
+		})
+	}
+	if s.cfg.Poller != nil {
+		// Set before add: an event may end the session before add returns.
+		s.polled = true
+		if s.cfg.Poller.add(s, s.nc) == nil {
+			return
+		}
+		s.polled = false
+	}
+	go s.readLoop()
 }
 
 // overflowed runs on the fan-out path when the client's queue overflows:
@@ -103,122 +190,219 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
 	s.Close(protocol.CloseTooSlow, "client too slow")
-	_ = s.conn.NetConn().SetWriteDeadline(time.Now())
+	_ = s.nc.SetWriteDeadline(time.Now())
 }
 
-// Close starts closing the connection with a WebSocket close code. It does
-// not block; the first call wins.
+// Close starts closing the connection with a WebSocket close code: queued
+// messages are flushed (unless the client is too slow), the close frame is
+// sent, and the client has closeGrace to answer. It does not block; the
+// first call wins.
 func (s *Session) Close(code int, reason string) {
 	s.closeOnce.Do(func() {
 		s.closeCode, s.closeReason = code, reason
-		close(s.closing)
+		s.peerClosed = make(chan struct{})
+		s.state.Or(stateClosing)
 	})
+	s.kick()
+}
+
+// answered tells finish to stop waiting for the client's close frame.
+func (s *Session) answered() {
+	if s.isClosing() {
+		s.peerOnce.Do(func() { close(s.peerClosed) })
+	}
 }
 
 // Abort drops the connection without a close frame, as a crash would.
-func (s *Session) Abort() { _ = s.conn.NetConn().Close() }
+func (s *Session) Abort() { s.end(errAborted) }
 
 // Queued reports the messages and bytes waiting in the client's outbox.
 func (s *Session) Queued() (messages, bytes int) { return s.box.Len() }
 
-// Serve runs the session until the connection ends. ctx only carries
-// values for logging; use Close to end a session.
-func (s *Session) Serve(ctx context.Context) {
-	start := time.Now()
-	s.metrics.ConnectionsAccepted.Inc()
-	s.metrics.Connections.Inc()
-	s.log.DebugContext(ctx, "connection opened")
+func (s *Session) isClosing() bool { return s.state.Load()&stateClosing != 0 }
 
-	// A token that expires closes the connection with 4001, so that the
-	// client fetches a new one and reconnects.
-	if d, ok := s.grant.ExpiresIn(time.Now()); ok {
-		expiry := time.AfterFunc(max(d, 0), func() {
-			s.metrics.TokensExpired.Inc()
-			s.Close(protocol.CloseTokenExpired, "token expired")
-		})
-		defer expiry.Stop()
-	}
+func (s *Session) isEnded() bool { return s.state.Load()&stateEnded != 0 }
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.writeLoop()
-	}()
-	err := s.readLoop()
-	close(s.readerDone)
-
-	rooms := make([]string, 0, len(s.rooms))
-	for r := range s.rooms {
-		rooms = append(rooms, r)
-	}
-	s.hub.LeaveAll(s.box, rooms)
-	s.box.Close()
-	// Unblock a writer stuck on a peer that stopped reading; by now the
-	// close frame, if any, has been sent.
-	_ = s.conn.NetConn().Close()
-	<-writerDone
-
-	s.metrics.Connections.Dec()
-	select {
-	case <-s.closing:
-		s.metrics.Disconnects.WithLabelValues(strconv.Itoa(s.closeCode)).Inc()
-		s.log.DebugContext(ctx, "connection closed", "code", s.closeCode, "reason", s.closeReason, "duration", time.Since(start))
-	default:
-		s.log.DebugContext(ctx, "connection ended", "err", err, "duration", time.Since(start))
-	}
-}
-
-// readLoop reads frames until the connection fails or, after Close, until
-// the client answers the close frame (or closeGrace runs out).
-func (s *Session) readLoop() error {
-	s.conn.SetReadLimit(s.cfg.MaxFrameBytes)
-	s.extendReadDeadline()
-	s.conn.SetPongHandler(func(string) error {
-		s.extendReadDeadline()
-		return nil
-	})
-	for {
-		typ, frame, err := s.conn.ReadMessage()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				// gorilla has already sent 1009.
-				s.Close(protocol.CloseMessageTooBig, "frame too large")
-			}
-			return err
+// end tears the session down, once: no more joins, out of every room, the
+// queue freed, the socket closed (which stops any reader or writer still
+// running), then onDone.
+func (s *Session) end(err error) {
+	s.endOnce.Do(func() {
+		s.state.Or(stateEnded)
+		s.answered()
+		s.heartbeat.Stop()
+		if s.expiry != nil {
+			s.expiry.Stop()
 		}
+		if s.polled {
+			s.cfg.Poller.remove(s)
+		}
+		s.roomsMu.Lock()
+		s.gone = true
+		rooms := s.rooms
+		s.rooms = nil
+		s.roomsMu.Unlock()
+		s.hub.LeaveAll(s.box, rooms)
+		s.box.Close()
+		_ = s.nc.Close()
+
+		s.metrics.Connections.Dec()
 		if s.isClosing() {
-			continue // drain until the client's close frame
+			s.metrics.Disconnects.WithLabelValues(strconv.Itoa(s.closeCode)).Inc()
+			s.log.Debug("connection closed", append(s.logArgs, "code", s.closeCode, "reason", s.closeReason, "duration", time.Since(s.start))...)
+		} else {
+			s.log.Debug("connection ended", append(s.logArgs, "err", err, "duration", time.Since(s.start))...)
 		}
-		switch {
-		case typ != websocket.TextMessage:
-			s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
-		case !utf8.Valid(frame):
-			s.Close(protocol.CloseInvalidPayload, "text frame is not valid UTF-8")
-		default:
-			s.command(frame)
+		if s.onDone != nil {
+			s.onDone()
+		}
+	})
+}
+
+// readable runs on its own goroutine when the poller saw the socket
+// readable: it reads everything there is, runs it, and re-arms the socket.
+func (s *Session) readable() {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	for {
+		n, err := readNonblocking(s.raw, *bp)
+		if n > 0 {
+			s.received((*bp)[:n])
+		}
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if n == 0 || s.isEnded() {
+			break
+		}
+	}
+	if s.isEnded() {
+		return
+	}
+	if err := s.cfg.Poller.rearm(s); err != nil {
+		s.end(err)
+	}
+}
+
+// readLoop is the reader goroutine of a connection without a poller.
+func (s *Session) readLoop() {
+	buf := make([]byte, 1024)
+	for {
+		n, err := s.nc.Read(buf)
+		if n > 0 {
+			s.received(buf[:n])
+		}
+		if err != nil {
+			s.readFailed(err)
+			return
 		}
 	}
 }
 
-func (s *Session) extendReadDeadline() {
+// readFailed ends the session after a read error; during our close
+// handshake it counts as the client's answer.
+func (s *Session) readFailed(err error) {
 	if s.isClosing() {
-		return // keep the close grace deadline
+		s.answered()
+		return // finish ends the session
 	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.PingInterval + s.cfg.PongTimeout))
+	s.end(err)
 }
 
-func (s *Session) isClosing() bool {
-	select {
-	case <-s.closing:
+// received parses bytes from the client and acts on them.
+func (s *Session) received(p []byte) {
+	if s.isEnded() {
+		return
+	}
+	s.lastRead.Store(time.Now().UnixNano())
+	err := s.frames.feed(p, s.frame)
+	var fe *frameError
+	switch {
+	case err == nil:
+	case errors.As(err, &fe):
+		// The stream cannot be parsed further: send the close frame and
+		// end without waiting for an answer we could not read.
+		s.frames.broken = true
+		s.Close(fe.Code, fe.Reason)
+		s.answered()
+	case errors.Is(err, errPeerClosed):
+		s.end(err)
+	}
+}
+
+// frame handles one complete message or control frame.
+func (s *Session) frame(op byte, payload []byte) error {
+	switch op {
+	case opText:
+		if !s.isClosing() {
+			s.command(payload)
+		}
+	case opBinary:
+		s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
+	case opPing:
+		_ = s.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(s.cfg.WriteTimeout))
+	case opPong:
+		// lastRead is updated: the heartbeat sees the client is alive.
+	case opClose:
+		if s.isClosing() {
+			s.answered()
+			return errPeerClosed
+		}
+		// The client closes: answer with its code, as RFC 6455 asks.
+		code := protocol.CloseNormal
+		if len(payload) >= 2 {
+			code = int(payload[0])<<8 | int(payload[1])
+		}
+		if len(payload) == 1 || !validCloseCode(code) {
+			code = protocol.CloseProtocolError
+		}
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		return errPeerClosed
+	}
+	return nil
+}
+
+// validCloseCode: the codes a peer may send (RFC 6455 §7.4).
+func validCloseCode(c int) bool {
+	switch {
+	case c >= 1000 && c <= 1003, c >= 1007 && c <= 1014:
 		return true
-	default:
-		return false
+	case c >= 3000 && c <= 4999:
+		return true
 	}
+	return false
 }
 
-// command executes one client frame. Every frame costs a token, parsed
-// or not; a refused command is answered with its id and room when it has
-// them, so a client can tell which one to retry.
+// beat is the heartbeat: ping, then pong_timeout later check that the
+// client has sent something since the ping.
+func (s *Session) beat() {
+	if s.isEnded() {
+		return
+	}
+	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	now := time.Now()
+	if s.awaitingPong {
+		if s.lastRead.Load() < s.pingSent {
+			s.end(errPongOverdue)
+			return
+		}
+		s.awaitingPong = false
+		s.heartbeat.Reset(max(s.cfg.PingInterval-s.cfg.PongTimeout, time.Millisecond))
+		return
+	}
+	if err := s.conn.WriteControl(websocket.PingMessage, nil, now.Add(s.cfg.WriteTimeout)); err != nil {
+		s.end(err)
+		return
+	}
+	s.pingSent, s.awaitingPong = now.UnixNano(), true
+	s.heartbeat.Reset(s.cfg.PongTimeout)
+}
+
+// command executes one client message. Every message costs a token,
+// parsed or not; a refused command is answered with its id and room when
+// it has them, so a client can tell which one to retry.
 func (s *Session) command(frame []byte) {
 	cmd, perr := protocol.ParseCommand(frame)
 	if !s.bucket.take(time.Now()) {
@@ -243,8 +427,14 @@ func (s *Session) command(frame []byte) {
 	case protocol.OpJoin:
 		s.join(cmd)
 	case protocol.OpLeave:
-		s.hub.Leave(s.box, cmd.Room, cmd.ID, cmd.HasID)
-		delete(s.rooms, cmd.Room)
+		s.roomsMu.Lock()
+		if !s.gone {
+			s.hub.Leave(s.box, cmd.Room, cmd.ID, cmd.HasID)
+			if i := slices.Index(s.rooms, cmd.Room); i >= 0 {
+				s.rooms = slices.Delete(s.rooms, i, i+1)
+			}
+		}
+		s.roomsMu.Unlock()
 	}
 }
 
@@ -260,7 +450,15 @@ func (s *Session) join(cmd protocol.Command) {
 		fail(protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since")
 		return
 	}
-	if _, in := s.rooms[cmd.Room]; !in && len(s.rooms) >= s.cfg.MaxRooms {
+	// Held across hub.Join so that a teardown cannot miss a room being
+	// joined: it waits, then leaves it.
+	s.roomsMu.Lock()
+	defer s.roomsMu.Unlock()
+	if s.gone {
+		return
+	}
+	in := slices.Contains(s.rooms, cmd.Room)
+	if !in && len(s.rooms) >= s.cfg.MaxRooms {
 		fail(protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(s.cfg.MaxRooms)+" rooms")
 		return
 	}
@@ -268,11 +466,13 @@ func (s *Session) join(cmd protocol.Command) {
 	if err := s.hub.Join(s.box, req); err != nil {
 		// Only a closed NATS connection fails a subscribe: this replica
 		// cannot serve, so send the client to another one.
-		s.log.Warn("join failed", "room", cmd.Room, "err", err)
+		s.log.Warn("join failed", append(s.logArgs, "room", cmd.Room, "err", err)...)
 		s.Close(protocol.CloseTryAgainLater, "gateway cannot reach NATS")
 		return
 	}
-	s.rooms[cmd.Room] = struct{}{}
+	if !in {
+		s.rooms = append(s.rooms, cmd.Room)
+	}
 }
 
 func (s *Session) reply(e *protocol.Error) {

@@ -14,70 +14,74 @@ var (
 	errTooSlow = errors.New("client too slow")
 )
 
-// writeLoop is the only goroutine that writes data frames. It ends when the
-// reader has ended, or after sending the close frame Close asked for.
+// kick makes sure a writer goroutine is running; the outbox calls it after
+// every push, Close after starting to close. At most one writer runs.
+func (s *Session) kick() {
+	if s.writing.CompareAndSwap(false, true) {
+		go s.writeLoop()
+	}
+}
+
+// writeLoop writes what is queued, as batched frames, until the outbox is
+// empty; then it ends, so an idle connection holds no writer goroutine.
+// When the session is closing it flushes, sends the close frame and waits
+// for the answer.
 func (s *Session) writeLoop() {
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
 	var batch []outbox.Message
 	for {
-		select {
-		case <-s.box.Ready():
-			var overflowed bool
-			batch, overflowed = s.box.Take(batch)
-			if overflowed {
-				continue // overflowed() has closed the session
-			}
-			if err := s.writeBatch(batch, s.cfg.WriteTimeout); err != nil {
-				s.stopReader()
-				return
-			}
-			clear(batch)
-		case <-ping.C:
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-				s.stopReader()
-				return
-			}
-		case <-s.closing:
-			s.finish(batch)
-			return
-		case <-s.readerDone:
+		if s.isEnded() {
+			return // the writing flag stays set: nothing may start again
+		}
+		if s.isClosing() {
+			s.finish()
 			return
 		}
+		var overflowed bool
+		batch, overflowed = s.box.Take(batch)
+		if overflowed {
+			continue // overflowed() has begun the close
+		}
+		if len(batch) == 0 {
+			s.writing.Store(false)
+			// A push between Take and Store found the flag set and did not
+			// start a writer; take over its work.
+			if n, _ := s.box.Len(); (n > 0 || s.isClosing()) && s.writing.CompareAndSwap(false, true) {
+				continue
+			}
+			return
+		}
+		if err := s.writeBatch(batch, s.cfg.WriteTimeout); err != nil {
+			s.end(err)
+			return
+		}
+		clear(batch)
+		batch = batch[:0]
 	}
 }
 
 // finish flushes what is queued, sends the close frame and gives the client
-// closeGrace to answer it; then the connection is closed under the reader.
-func (s *Session) finish(batch []outbox.Message) {
+// closeGrace to answer it; then the session ends.
+func (s *Session) finish() {
 	deadline := time.Now().Add(closeGrace)
 	if s.closeCode != protocol.CloseTooSlow {
-		batch, overflowed := s.box.Take(batch)
+		batch, overflowed := s.box.Take(nil)
 		if !overflowed && s.writeBatch(batch, closeGrace) != nil {
-			s.stopReader()
+			s.end(errors.New("flush before close failed"))
 			return
 		}
 	}
 	msg := websocket.FormatCloseMessage(s.closeCode, s.closeReason)
 	if err := s.conn.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
-		s.stopReader()
+		s.end(err)
 		return
 	}
-	_ = s.conn.NetConn().SetReadDeadline(deadline)
-	// The pong handler may race the deadline above; make sure.
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
-	case <-s.readerDone:
+	case <-s.peerClosed: // also closed when the session ends
 	case <-t.C:
-		_ = s.conn.NetConn().Close()
 	}
-}
-
-// stopReader makes a blocked read return at once; used when the connection
-// is broken for writing.
-func (s *Session) stopReader() {
-	_ = s.conn.NetConn().SetReadDeadline(time.Now())
+	s.end(nil)
 }
 
 // writeBatch writes the batch as few frames as MaxBatchBytes allows, the

@@ -82,8 +82,7 @@ func compressingSession(b *testing.B, compress bool) (*Session, *atomic.Int64) {
 	b.Cleanup(func() { conn.Close() })
 	reg := prometheus.NewRegistry()
 	conn.EnableWriteCompression(false)
-	return &Session{conn: conn, cfg: Config{MaxBatchBytes: 32 << 10}, metrics: metrics.New(reg), log: slog.New(slog.DiscardHandler),
-		closing: make(chan struct{}), readerDone: make(chan struct{})}, wire
+	return &Session{conn: conn, nc: conn.NetConn(), cfg: Config{MaxBatchBytes: 32 << 10}, metrics: metrics.New(reg), log: slog.New(slog.DiscardHandler)}, wire
 }
 
 type countingConn struct {
