@@ -48,10 +48,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = runLoad(ctx, cfg, stdout, stderr)
 		}
 	}
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "loadgen:", err)
-		}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintln(stderr, "loadgen:", err)
 		return 1
 	}
 	return 0

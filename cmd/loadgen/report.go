@@ -278,6 +278,9 @@ func (r *Result) print(w io.Writer, quiet bool) {
 			row("server rss", "%.1f MiB before, %.1f MiB connected, %.1f MiB end; %.0f bytes (%.2f KiB) per connection",
 				mib(s.RSSBefore), mib(s.RSSConnected), mib(s.RSSEnd), s.RSSPerConn, s.RSSPerConn/1024)
 			row("server threads", "%d; goroutines %s", s.Threads, orNA(s.Goroutines, "%.0f"))
+			if s.Conflated > 0 || s.SlowDisconnects > 0 {
+				row("server slow clients", "%.0f updates conflated, %.0f clients closed with 4008 (the gaps above)", s.Conflated, s.SlowDisconnects)
+			}
 		}
 		if r.Server.SubsWindowStart > 0 || r.Server.SubsMax > 0 {
 			row("nats subscriptions", "before %g, connected %g, window %g → %g, sampled min %g max %g",
