@@ -38,6 +38,7 @@ type Config struct {
 	Payload      int           `json:"payload"`    // approximate update payload size in bytes
 	Timeout      time.Duration `json:"timeout"`    // for dialing and for each join's reply
 	Quiet        bool          `json:"quiet"`      // only the JSON line
+	CPUProfile   string        `json:"-"`          // write this process's CPU profile of the window here
 }
 
 func defaults() Config {
@@ -85,7 +86,7 @@ func parseFlags(args []string) (Config, error) {
 	workload := fs.String("workload", "", "preset: W1 (idle), W2 (throughput), W3 (latency), W4 (churn), W5 (soak), quick (smoke)")
 	quick := fs.Bool("quick", false, "same as --workload quick")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "gateway host:port (its /ws), or the rawserver's with --raw")
-	fs.BoolVar(&c.Raw, "raw", c.Raw, "connect with plain TCP to `loadgen rawserver` (the raw socket baseline)")
+	fs.BoolVar(&c.Raw, "raw", c.Raw, "connect with plain TCP to the raw server (loadgen rawserver), the raw socket baseline")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS URL to publish the updates to")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "subject prefix: updates go to <prefix>.<room>")
 	fs.IntVar(&c.Conns, "conns", c.Conns, "connections")
@@ -111,6 +112,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.Payload, "payload", c.Payload, "approximate update payload size in bytes")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout for a dial and for each join's reply")
 	fs.BoolVar(&c.Quiet, "quiet", c.Quiet, "print only the JSON line")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load tool's CPU profile of the window to this file (its connections only with one process)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -199,6 +201,8 @@ func overlay(dst *Config, src Config, set map[string]bool) {
 			dst.Timeout = src.Timeout
 		case "quiet":
 			dst.Quiet = src.Quiet
+		case "cpuprofile":
+			dst.CPUProfile = src.CPUProfile
 		}
 	}
 }

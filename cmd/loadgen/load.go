@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -147,7 +149,21 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 	}()
 	logf("measuring for %v", cfg.Duration)
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err == nil {
+			defer f.Close()
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			logf("cpu profile: %v", err)
+			cfg.CPUProfile = ""
+		}
+	}
 	sleep(ctx, cfg.Duration) // a signal ends the window early; the report still comes
+	if cfg.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	window := time.Since(start)
 	cpu1, _ := procCPU(pid)
 	self1, _ := procCPU("self")
