@@ -16,10 +16,11 @@ type sample struct {
 	T             float64 `json:"t_s"` // seconds since the window began
 	RSS           int64   `json:"rss_bytes"`
 	Threads       int     `json:"threads"`
-	Goroutines    float64 `json:"goroutines,omitempty"` // go_goroutines, when the server exports it
+	Goroutines    float64 `json:"goroutines,omitempty"` // roomcast_goroutines (or go_goroutines), when the server exports it
 	Subscriptions float64 `json:"nats_subscriptions,omitempty"`
 	Rooms         float64 `json:"rooms,omitempty"`
 	Connections   float64 `json:"connections,omitempty"`
+	Scraped       bool    `json:"metrics_ok"` // the metrics above were read
 }
 
 // runLoad is the coordinator: publisher, connection groups, the server's
@@ -107,7 +108,7 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 	}
 	mConnected := scrape(ctx, metricsURL)
-	res.Server.Goroutines = mConnected["go_goroutines"]
+	res.Server.Goroutines = goroutines(mConnected)
 	if !sleep(ctx, cfg.Warmup) {
 		return ctx.Err()
 	}
@@ -127,7 +128,7 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	start := time.Now()
 	var samples []sample
 	sampleDone := make(chan struct{})
-	sampleCtx, stopSampling := context.WithCancel(ctx)
+	stopSampling := make(chan struct{})
 	go func() { // the sampler; ends with the window
 		defer close(sampleDone)
 		if cfg.Sample <= 0 {
@@ -135,14 +136,14 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 		t := time.NewTicker(cfg.Sample)
 		defer t.Stop()
-		for sampleCtx.Err() == nil {
-			s := takeSample(sampleCtx, pid, cfg.PID > 0, metricsURL, start)
+		for {
+			s := takeSample(pid, cfg.PID > 0, metricsURL, start)
 			samples = append(samples, s)
 			if s.T > 0 && int(s.T)%60 == 0 && cfg.Duration >= 5*time.Minute {
 				logf("%.0fs: server RSS %.1f MiB, %d threads", s.T, float64(s.RSS)/(1<<20), s.Threads)
 			}
 			select {
-			case <-sampleCtx.Done():
+			case <-stopSampling:
 				return
 			case <-t.C:
 			}
@@ -167,7 +168,7 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	window := time.Since(start)
 	cpu1, _ := procCPU(pid)
 	self1, _ := procCPU("self")
-	stopSampling()
+	close(stopSampling)
 	<-sampleDone
 	m2 := scrape(context.Background(), metricsURL)
 	if cfg.PID > 0 {
@@ -207,13 +208,14 @@ func snapshotAll(groups []group) (Stats, error) {
 	return total, nil
 }
 
-func takeSample(ctx context.Context, pid string, hasPID bool, metricsURL string, start time.Time) sample {
+func takeSample(pid string, hasPID bool, metricsURL string, start time.Time) sample {
 	s := sample{T: time.Since(start).Seconds()}
 	if hasPID {
 		s.RSS, s.Threads, _ = procStatus(pid)
 	}
-	m := scrape(ctx, metricsURL)
-	s.Goroutines = m["go_goroutines"]
+	m := scrape(context.Background(), metricsURL)
+	s.Scraped = m != nil
+	s.Goroutines = goroutines(m)
 	s.Subscriptions = m["roomcast_nats_subscriptions"]
 	s.Rooms = m["roomcast_rooms"]
 	s.Connections = m["roomcast_connections"]

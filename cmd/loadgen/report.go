@@ -201,7 +201,7 @@ func (r *Result) metrics(before, connected, start, end map[string]float64) {
 	s.Deliveries = d("roomcast_deliveries_total")
 	s.SlowDisconnects = d("roomcast_slow_disconnects_total")
 	s.Conflated = d("roomcast_conflated_total")
-	if g := end["go_goroutines"]; g > 0 {
+	if g := goroutines(end); g > 0 {
 		s.Goroutines = g
 	}
 }
@@ -213,8 +213,8 @@ func (r *Result) trend() {
 	s := &r.Server
 	first := true
 	for _, x := range r.Samples {
-		if x.Subscriptions == 0 {
-			continue // the scrape failed
+		if !x.Scraped {
+			continue
 		}
 		if first {
 			s.SubsMin, s.SubsMax, first = x.Subscriptions, x.Subscriptions, false
@@ -224,9 +224,12 @@ func (r *Result) trend() {
 	if len(r.Samples) < 3 {
 		return
 	}
-	slope := func(y func(sample) float64) float64 {
+	slope := func(y func(sample) float64, scraped bool) float64 {
 		var n, sx, sy, sxx, sxy float64
 		for _, x := range r.Samples {
+			if scraped && !x.Scraped {
+				continue
+			}
 			t, v := x.T/60, y(x)
 			n++
 			sx += t
@@ -240,9 +243,9 @@ func (r *Result) trend() {
 		return 0
 	}
 	r.Trend = &Trend{
-		RSSPerMin:        slope(func(x sample) float64 { return float64(x.RSS) }),
-		ThreadsPerMin:    slope(func(x sample) float64 { return float64(x.Threads) }),
-		GoroutinesPerMin: slope(func(x sample) float64 { return x.Goroutines }),
+		RSSPerMin:        slope(func(x sample) float64 { return float64(x.RSS) }, false),
+		ThreadsPerMin:    slope(func(x sample) float64 { return float64(x.Threads) }, false),
+		GoroutinesPerMin: slope(func(x sample) float64 { return x.Goroutines }, true),
 		RSSFirst:         r.Samples[0].RSS,
 		RSSLast:          r.Samples[len(r.Samples)-1].RSS,
 	}
@@ -329,4 +332,13 @@ func fmtMap(m map[string]uint64) string {
 		fmt.Fprintf(&b, "%s=%d", k, m[k])
 	}
 	return b.String()
+}
+
+// goroutines reads the server's goroutine count from its metrics: the
+// gateway's roomcast_goroutines, or the Go collector's go_goroutines.
+func goroutines(m map[string]float64) float64 {
+	if g, ok := m["roomcast_goroutines"]; ok {
+		return g
+	}
+	return m["go_goroutines"]
 }
