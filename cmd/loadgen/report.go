@@ -49,6 +49,8 @@ type Result struct {
 
 	Latency Latency `json:"latency_ms"`
 
+	Joined     uint64            `json:"joined"`        // joined replies in the window
+	Left       uint64            `json:"left"`          // left replies in the window
 	Ops        uint64            `json:"ops,omitempty"` // churn: joined + left replies in the window
 	OpsPerS    float64           `json:"ops_per_s,omitempty"`
 	Reconnects uint64            `json:"reconnects,omitempty"`
@@ -149,6 +151,7 @@ func (r *Result) fill(cfg *Config, st Stats, window time.Duration, ticks uint64,
 	if st.LatCount > 0 {
 		r.Latency.Mean = ms(st.LatSumNs / st.LatCount)
 	}
+	r.Joined, r.Left = st.Joined, st.Left
 	if cfg.Churn {
 		r.Ops = st.Joined + st.Left
 		r.OpsPerS = float64(r.Ops) / r.Window
@@ -264,7 +267,7 @@ func (r *Result) print(w io.Writer, quiet bool) {
 		row("gaps / dups", "%d / %d (updates without seq: %d)", r.Gaps, r.Dups, r.NoSeq)
 		row("msgs per frame", "%.2f (client), %s (server's /metrics)", r.MsgsPerFrame, orNA(r.Server.MsgsPerFrame, "%.2f"))
 		if r.Churn {
-			row("churn ops", "%d (%.0f/s)", r.Ops, r.OpsPerS)
+			row("churn ops", "%d (%.0f/s): %d joined, %d left", r.Ops, r.OpsPerS, r.Joined, r.Left)
 		}
 		if r.Reconnects > 0 {
 			row("reconnects", "%d", r.Reconnects)
