@@ -1,6 +1,10 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // registerGauges adds the gauges computed when scraped: queue depth summed
 // over clients, and NATS connection state.
@@ -46,6 +50,11 @@ func (g *Gateway) registerGauges() {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "roomcast_nats_reconnects_total", Help: "NATS reconnections."}, func() float64 {
 			return float64(g.nc.Stats().Reconnects)
+		}),
+		// For soak runs (the load tool's W5): goroutines must stay flat.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_goroutines", Help: "Goroutines in the gateway process: two per connection plus a fixed number."}, func() float64 {
+			return float64(runtime.NumGoroutine())
 		}),
 	)
 }

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/roomcast/roomcast/pkg/broker"
+	"github.com/roomcast/roomcast/pkg/config"
+	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// The raw server is the baseline a gateway run is compared with. It does
+// what the gateway must do for every delivery and nothing else: the same
+// NATS subscriptions (one per room, with the same history stream and its
+// sequence numbers), the update encoded once as the gateway encodes it,
+// queued to each member's outbox (the gateway's own package, same limits),
+// and a writer goroutine per connection that takes everything queued and
+// writes it "\n"-joined as one unmasked WebSocket text frame — the bytes
+// the gateway sends — with one write call and a write deadline per frame.
+// What it leaves out is the gateway's own cost: WebSocket handshake and
+// framing library, pings, metrics, rate limits, the hub's bookkeeping.
+// Clients connect with plain TCP and send commands as JSON lines.
+//
+// One difference to know: gorilla/websocket writes a frame larger than its
+// 4 KiB write buffer in several fragments (one write each); the raw server
+// writes any frame at once. Frames in the workloads are under 4 KiB.
+
+type rawConfig struct {
+	listen     string
+	natsURL    string
+	natsListen string
+	storeDir   string
+	prefix     string
+	live       string
+	history    bool
+	batchBytes int
+	limits     outbox.Limits
+	maxUpdate  int
+}
+
+func runRawServer(ctx context.Context, args []string, stderr io.Writer) error {
+	def := config.Default()
+	rc := rawConfig{
+		prefix: def.NATS.SubjectPrefix, live: def.History.LivePrefix, history: def.History.Enabled,
+		batchBytes: def.Queue.BatchBytes, maxUpdate: def.Limits.MaxUpdateBytes,
+		limits: outbox.Limits{ConflateAfter: def.Queue.ConflateAfter, MaxMessages: def.Queue.MaxMessages, MaxBytes: def.Queue.MaxBytes},
+	}
+	fs := flag.NewFlagSet("loadgen rawserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&rc.listen, "listen", "127.0.0.1:9100", "TCP address for the raw clients (loadgen --raw)")
+	fs.StringVar(&rc.natsURL, "nats-url", "", "NATS to subscribe to; empty runs an embedded server, as the gateway does")
+	fs.StringVar(&rc.natsListen, "nats-listen", "127.0.0.1:4300", "embedded NATS address, for the load tool's producer")
+	fs.StringVar(&rc.storeDir, "store-dir", "", "embedded JetStream storage (default: a new temporary directory)")
+	fs.StringVar(&rc.prefix, "prefix", rc.prefix, "subject prefix producers publish on")
+	fs.StringVar(&rc.live, "live-prefix", rc.live, "the history stream's republish prefix")
+	fs.BoolVar(&rc.history, "history", rc.history, "use the history stream (seq and prev), as the gateway does by default")
+	fs.IntVar(&rc.batchBytes, "batch-bytes", rc.batchBytes, "queue.batch_bytes: a batch is split into frames of about this size")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if _, err := raiseNoFile(); err != nil {
+		log.Warn("cannot raise the open files limit", "err", err)
+	}
+
+	var ns *server.Server
+	if rc.natsURL == "" {
+		dir := rc.storeDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "loadgen-raw-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(d)
+			dir = filepath.Join(d, "jetstream")
+		}
+		var err error
+		ns, err = broker.StartEmbedded(broker.EmbeddedConfig{Listen: rc.natsListen, StoreDir: dir, JetStream: true}, log)
+		if err != nil {
+			return err
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	}
+	nc, err := broker.Connect(broker.ConnConfig{URL: rc.natsURL, Embedded: ns, Name: "roomcast-rawserver"}, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	live := ""
+	if rc.history {
+		hcfg := broker.HistoryConfig{Stream: def.History.Stream, SubjectPrefix: rc.prefix, LivePrefix: rc.live,
+			Depth: def.History.Depth, MaxAge: def.History.MaxAge, Replicas: def.History.Replicas}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := broker.EnsureStream(sctx, nc, hcfg, log)
+		cancel()
+		if err != nil {
+			return err
+		}
+		live = rc.live
+	}
+	rooms, err := broker.NewRooms(nc, rc.prefix, live)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", rc.listen)
+	if err != nil {
+		return err
+	}
+	natsAddr := rc.natsURL
+	if ns != nil {
+		natsAddr = "nats://" + ns.Addr().String()
+	}
+	log.Info("rawserver listening", "addr", ln.Addr().String(), "nats", natsAddr, "pid", os.Getpid(), "history", rc.history)
+	s := newRawServer(rc, rooms, nc)
+	return s.serve(ctx, ln)
+}
+
+type rawServer struct {
+	cfg  rawConfig
+	src  *broker.Rooms
+	nc   *nats.Conn
+	pool sync.Pool // frame buffers, held only while writing, like gorilla's write buffer pool
+
+	mu    sync.Mutex
+	rooms map[string]*rawRoom
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup // connection goroutines
+}
+
+type rawRoom struct {
+	name    string
+	sub     broker.Subscription
+	refs    int          // guarded by rawServer.mu
+	scratch bytes.Buffer // owned by the subscription's delivery goroutine
+
+	mu      sync.Mutex
+	members []*outbox.Outbox
+	index   map[*outbox.Outbox]int
+	last    []byte // latest frame, the joiner's snapshot
+}
+
+func newRawServer(cfg rawConfig, src *broker.Rooms, nc *nats.Conn) *rawServer {
+	return &rawServer{cfg: cfg, src: src, nc: nc, rooms: map[string]*rawRoom{}, conns: map[net.Conn]struct{}{}}
+}
+
+// serve accepts until ctx ends, then closes every connection and waits for
+// their goroutines.
+func (s *rawServer) serve(ctx context.Context, ln net.Listener) error {
+	go func() { <-ctx.Done(); _ = ln.Close() }() // ends with ctx
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				if !errors.Is(err, net.ErrClosed) {
+					time.Sleep(10 * time.Millisecond) // e.g. EMFILE: do not spin
+					continue
+				}
+			}
+			break
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c)
+		}()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// serveConn runs the connection's reader here and its writer on another
+// goroutine, until the client goes.
+func (s *rawServer) serveConn(c net.Conn) {
+	box := outbox.New(s.cfg.limits, func() { _ = c.Close() })
+	done := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() { // the writer: ends when the reader has ended or a write fails
+		defer close(writerDone)
+		s.writeLoop(c, box, done)
+	}()
+	joined := map[string]struct{}{}
+	r := bufio.NewReaderSize(c, 1024)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			break
+		}
+		cmd, perr := protocol.ParseCommand(bytes.TrimSpace(line))
+		switch {
+		case perr != nil:
+			box.Push(outbox.Message{Frame: protocol.AppendError(nil, perr)})
+		case cmd.Op == protocol.OpJoin:
+			if err := s.join(box, cmd); err != nil {
+				box.Push(outbox.Message{Frame: protocol.AppendError(nil, &protocol.Error{Code: "internal", Message: err.Error(), Room: cmd.Room})})
+				continue
+			}
+			joined[cmd.Room] = struct{}{}
+		default:
+			s.leave(box, cmd.Room)
+			delete(joined, cmd.Room)
+			box.Push(outbox.Message{Frame: protocol.AppendLeft(nil, cmd.Room, cmd.ID, cmd.HasID), Room: cmd.Room})
+		}
+	}
+	close(done)
+	for room := range joined {
+		s.leave(box, room)
+	}
+	box.Close()
+	_ = c.Close()
+	<-writerDone
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *rawServer) join(box *outbox.Outbox, cmd protocol.Command) error {
+	s.mu.Lock()
+	r := s.rooms[cmd.Room]
+	if r == nil {
+		r = &rawRoom{name: cmd.Room, index: map[*outbox.Outbox]int{}}
+		sub, err := s.src.Subscribe(cmd.Room, func(d broker.Delivery) { s.deliver(r, d) })
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		r.sub = sub
+		s.rooms[cmd.Room] = r
+	}
+	r.mu.Lock()
+	if _, in := r.index[box]; !in {
+		r.refs++
+		r.index[box] = len(r.members)
+		r.members = append(r.members, box)
+	}
+	box.Push(outbox.Message{Frame: protocol.AppendJoined(nil, cmd.Room, cmd.ID, cmd.HasID), Room: cmd.Room})
+	if r.last != nil {
+		box.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true})
+	}
+	r.mu.Unlock()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *rawServer) leave(box *outbox.Outbox, room string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[room]
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	i, in := r.index[box]
+	if in {
+		last := len(r.members) - 1
+		r.members[i] = r.members[last]
+		r.index[r.members[i]] = i
+		r.members[last] = nil
+		r.members = r.members[:last]
+		delete(r.index, box)
+		r.refs--
+	}
+	empty := r.refs == 0
+	r.mu.Unlock()
+	if empty {
+		delete(s.rooms, room)
+		_ = r.sub.Unsubscribe()
+	}
+}
+
+// deliver encodes the update once and queues it to every member; it runs on
+// the room subscription's goroutine.
+func (s *rawServer) deliver(r *rawRoom, d broker.Delivery) {
+	r.scratch.Reset()
+	if len(d.Payload) > s.cfg.maxUpdate || protocol.CompactPayload(&r.scratch, d.Payload) != nil {
+		return
+	}
+	frame := protocol.AppendUpdate(make([]byte, 0, r.scratch.Len()+len(r.name)+96),
+		protocol.Update{Room: r.name, Seq: d.Seq, Prev: d.Prev, Data: r.scratch.Bytes()})
+	msg := outbox.Message{Frame: frame, Room: r.name, Update: true}
+	r.mu.Lock()
+	r.last = frame
+	for _, m := range r.members {
+		m.Push(msg)
+	}
+	r.mu.Unlock()
+}
+
+const rawWriteTimeout = 10 * time.Second
+
+func (s *rawServer) writeLoop(c net.Conn, box *outbox.Outbox, done <-chan struct{}) {
+	var batch []outbox.Message
+	for {
+		select {
+		case <-done:
+			return
+		case <-box.Ready():
+		}
+		var overflowed bool
+		batch, overflowed = box.Take(batch)
+		if overflowed {
+			return // the overflow callback closed the connection
+		}
+		if err := s.writeBatch(c, batch); err != nil {
+			_ = c.Close()
+			return
+		}
+		clear(batch)
+	}
+}
+
+// writeBatch writes the batch as frames of about batchBytes, the messages
+// of a frame joined with "\n", one write call per frame.
+func (s *rawServer) writeBatch(c net.Conn, batch []outbox.Message) error {
+	for len(batch) > 0 {
+		size, n := 0, 0
+		for n < len(batch) && (n == 0 || size+len(batch[n].Frame) < s.cfg.batchBytes) {
+			if n > 0 {
+				size++
+			}
+			size += len(batch[n].Frame)
+			n++
+		}
+		bp, _ := s.pool.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		buf := appendFrameHeader((*bp)[:0], size)
+		for i, m := range batch[:n] {
+			if i > 0 {
+				buf = append(buf, '\n')
+			}
+			buf = append(buf, m.Frame...)
+		}
+		if err := c.SetWriteDeadline(time.Now().Add(rawWriteTimeout)); err != nil {
+			return err
+		}
+		_, err := c.Write(buf)
+		*bp = buf[:0]
+		s.pool.Put(bp)
+		if err != nil {
+			return err
+		}
+		batch = batch[n:]
+	}
+	return nil
+}
+
+// appendFrameHeader appends the header of a final, unmasked text frame.
+func appendFrameHeader(b []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(b, 0x81, byte(n))
+	case n < 1<<16:
+		return binary.BigEndian.AppendUint16(append(b, 0x81, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 0x81, 127), uint64(n))
+	}
+}
