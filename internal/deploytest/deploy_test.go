@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 // producer for a new room) as processes on loopback. Through HAProxy,
 // clients get updates and spread over the gateways; when one gateway dies
 // its clients reconnect through HAProxy to the others and resume without a
-// gap; the dashboard page works in headless Chromium; /metrics of gateways
-// and producers move with the traffic.
+// gap, and so do those of a gateway stopped gracefully; the dashboard page
+// works in headless Chromium; /metrics of gateways and producers move with
+// the traffic.
 func TestComposeTopology(t *testing.T) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -150,9 +152,34 @@ func TestComposeTopology(t *testing.T) {
 		if resp := mustGet(t, lbURL+"/metrics"); resp.StatusCode != http.StatusForbidden {
 			t.Errorf("GET /metrics through the load balancer: %s, want 403", resp.Status)
 		}
-		// Socket.IO (Engine.IO long-polling) is the one sticky path.
-		if resp := mustGet(t, lbURL+"/socket.io/?EIO=4&transport=polling"); !hasCookie(resp, "ROOMCAST_LB") {
-			t.Errorf("GET /socket.io/: cookies %v, want the ROOMCAST_LB affinity cookie", resp.Cookies())
+		// Socket.IO (Engine.IO long-polling) is the one sticky path: new
+		// sessions are spread and get a cookie naming their replica; a
+		// request with the cookie goes to that replica, which HAProxy's
+		// "insert indirect" shows by not setting the cookie again.
+		seen := map[string]bool{}
+		var cookie *http.Cookie
+		for range 2 * len(gatewayAddrs) {
+			resp := mustGet(t, lbURL+"/socket.io/?EIO=4&transport=polling")
+			for _, c := range resp.Cookies() {
+				if c.Name == "ROOMCAST_LB" {
+					seen[c.Value], cookie = true, c
+				}
+			}
+		}
+		if len(seen) != len(gatewayAddrs) {
+			t.Errorf("GET /socket.io/ set %d distinct affinity cookies, want one per gateway (%d)", len(seen), len(gatewayAddrs))
+		}
+		if cookie != nil {
+			req, _ := http.NewRequest(http.MethodGet, lbURL+"/socket.io/?EIO=4&transport=polling&sid=x", nil)
+			req.AddCookie(cookie)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if hasCookie(resp, "ROOMCAST_LB") {
+				t.Errorf("a request with a valid affinity cookie got a new one: not routed by it")
+			}
 		}
 		// The new room of the override example shows up.
 		roomtest.Eventually(t, 30*time.Second, func() error {
@@ -263,8 +290,44 @@ func TestComposeTopology(t *testing.T) {
 		t.Errorf("page errors: %v", errs)
 	}
 
-	// Metrics of the surviving gateways and of the producers.
-	for _, addr := range gatewayAddrs[1:] {
+	// A graceful stop (docker compose stop, a rollout): SIGTERM makes the
+	// gateway fail its health check and close its clients with 1012; they
+	// move through HAProxy to the last gateway, again without a gap, and
+	// the process exits 0.
+	before = before[:0]
+	for _, r := range resumers {
+		before = append(before, r.Result().Updates)
+	}
+	if err := gateways[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gateways[1].done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway-2 did not exit within 30s of SIGTERM")
+	}
+	if code := gateways[1].cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("gateway-2 exited %d after SIGTERM, want 0", code)
+	}
+	roomtest.Eventually(t, 30*time.Second, func() error {
+		spread, err := connections(gatewayAddrs[2:])
+		if err != nil {
+			return err
+		}
+		if spread[0] != clients+2 {
+			return fmt.Errorf("last gateway holds %v connections, want %d", spread[0], clients+2)
+		}
+		return nil
+	})
+	waitUpdates(t, resumers, before, 1)
+	for i, r := range resumers {
+		if res := r.Result(); len(res.Gaps) > 0 {
+			t.Errorf("client %d: gaps after the drain: %v", i, res.Gaps)
+		}
+	}
+
+	// Metrics of the last gateway and of the producers.
+	for _, addr := range gatewayAddrs[2:] {
 		m, err := scrape("http://" + addr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
