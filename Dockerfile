@@ -1,5 +1,6 @@
-# Builds the gateway and producer as static binaries and ships them in a
-# minimal image that runs as a non-root user.
+# Builds the gateway and producer as static binaries (deploy/build.sh, the
+# same script CI and the end-to-end test run) and ships them in a minimal
+# distroless image that runs as a non-root user.
 #
 #   docker build -t roomcast .
 #   docker run -p 8080:8080 roomcast --demo
@@ -8,8 +9,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/gateway ./cmd/gateway \
- && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/producer ./cmd/producer
+RUN sh deploy/build.sh /out
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/gateway /out/producer /usr/local/bin/

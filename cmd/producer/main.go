@@ -1,7 +1,12 @@
 // Command producer publishes room updates to NATS for roomcast gateways.
 //
 //	producer                          # the generated rooms of config.yaml
+//	producer --rooms sales            # only some of them
 //	producer --stdin --room orders    # one JSON object per input line
+//
+// While generating it logs a status line (published and failed updates)
+// every --status-interval, and with --metrics-listen it serves the same
+// counts as Prometheus metrics at /metrics.
 //
 // With nats.url empty it connects to the gateway's embedded NATS
 // (nats.embedded.listen), so that `go run ./cmd/gateway` and
@@ -15,10 +20,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
@@ -56,6 +68,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	configFile := fs.String("config", "", "config file (default: $ROOMCAST_CONFIG, else ./config.yaml if present)")
 	stdinMode := fs.Bool("stdin", false, "publish each JSON object read from standard input, one per line, to --room")
 	room := fs.String("room", "", "with --stdin: the room to publish to")
+	roomList := fs.String("rooms", "", "comma-separated rooms of producer.rooms to generate (default: all of them)")
+	statusInterval := fs.Duration("status-interval", time.Minute, "how often to log published and failed updates; 0 turns the status line off")
+	metricsListen := fs.String("metrics-listen", "", "address to serve Prometheus metrics on at /metrics, e.g. :9090 (default: none)")
 	fs.String("nats-url", "", "NATS server list, overrides nats.url")
 	fs.String("log-level", "", "debug, info, warn or error; overrides log.level")
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +85,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	if !*stdinMode && *room != "" {
 		return errors.New("--room goes with --stdin")
 	}
+	if *stdinMode && *roomList != "" {
+		return errors.New("--rooms selects generated rooms; with --stdin use --room")
+	}
+	if *statusInterval < 0 {
+		return errors.New("--status-interval must not be negative")
+	}
 	if *stdinMode {
 		if err := protocol.CheckRoom(*room); err != nil {
 			return fmt.Errorf("--room %q: %w", *room, err)
@@ -81,6 +102,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 		return err
 	}
 	log := cfg.Log.NewLogger(stderr)
+	rooms := cfg.Producer.Rooms
+	if *roomList != "" {
+		if rooms, err = selectRooms(rooms, *roomList); err != nil {
+			return err
+		}
+	}
 
 	url := cfg.NATS.URL
 	if url == "" {
@@ -103,12 +130,116 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(cfg.Producer.Rooms) == 0 {
+	if len(rooms) == 0 {
 		return errors.New("no rooms to generate: producer.rooms is empty (use --stdin --room NAME to pipe data)")
 	}
-	log.Info("producing", "nats", url, "rooms", len(cfg.Producer.Rooms))
-	producer.Run(ctx, p, cfg.Producer.Rooms, cfg.Producer.AnnounceInterval, log)
+	if *metricsListen != "" {
+		stopMetrics, err := serveMetrics(*metricsListen, p, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	names := make([]string, len(rooms))
+	for i, r := range rooms {
+		names[i] = r.Room
+	}
+	log.Info("producing", "nats", url, "rooms", strings.Join(names, ","))
+	var status sync.WaitGroup
+	if *statusInterval > 0 {
+		status.Add(1)
+		go func() {
+			defer status.Done()
+			logStatus(ctx, p, *statusInterval, log)
+		}()
+	}
+	producer.Run(ctx, p, rooms, cfg.Producer.AnnounceInterval, log)
+	status.Wait()
 	return nil
+}
+
+// selectRooms returns the rooms of configured named in list (comma
+// separated), in list order; a name that is not configured is an error.
+func selectRooms(configured []config.ProducerRoom, list string) ([]config.ProducerRoom, error) {
+	var out []config.ProducerRoom
+	seen := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" || seen[name] {
+			continue
+		}
+		seen[name] = true
+		found := false
+		for _, r := range configured {
+			if r.Room == name {
+				out, found = append(out, r), true
+				break
+			}
+		}
+		if !found {
+			have := make([]string, len(configured))
+			for i, r := range configured {
+				have[i] = r.Room
+			}
+			return nil, fmt.Errorf("--rooms: room %q is not in producer.rooms (configured: %s)", name, strings.Join(have, ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--rooms: no room named")
+	}
+	return out, nil
+}
+
+// logStatus logs, every interval until ctx ends, how many updates were
+// published and failed in the interval and in total: one line, at info,
+// so that a producer that stopped working shows in its log.
+func logStatus(ctx context.Context, p *producer.Publisher, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last producer.Stats
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s := p.Stats()
+			log.Info("producer status", "interval", every, "published", s.Published-last.Published,
+				"errors", s.Errors-last.Errors, "published_total", s.Published, "errors_total", s.Errors)
+			last = s
+		}
+	}
+}
+
+// serveMetrics serves the publisher's counts at http://addr/metrics until
+// the returned stop function is called.
+func serveMetrics(addr string, p *producer.Publisher, log *slog.Logger) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_producer_published_total", Help: "Updates the producer handed to NATS."},
+			func() float64 { return float64(p.Stats().Published) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_producer_errors_total", Help: "Updates the producer could not publish."},
+			func() float64 { return float64(p.Stats().Errors) }),
+	)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	// Ends when stop closes the server.
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
 }
 
 // publishStdin announces the room (with its config.yaml entry if it has

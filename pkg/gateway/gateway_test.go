@@ -521,13 +521,16 @@ func TestMetricsScrape(t *testing.T) {
 	present := []string{
 		"roomcast_queued_messages", "roomcast_queued_bytes", "roomcast_queued_bytes_max", "roomcast_conflated_total",
 		"roomcast_repaired_total", "roomcast_slow_disconnects_total", "roomcast_nats_connected", "roomcast_nats_reconnects_total",
+		"roomcast_ready",
 	}
 	for _, name := range present {
 		if _, ok := after[name]; !ok {
 			t.Errorf("%s missing", name)
 		}
 	}
-	if after["roomcast_nats_connected"] != 1 {
-		t.Errorf("roomcast_nats_connected = %v", after["roomcast_nats_connected"])
+	for _, name := range []string{"roomcast_nats_connected", "roomcast_ready"} {
+		if after[name] != 1 {
+			t.Errorf("%s = %v, want 1", name, after[name])
+		}
 	}
 }

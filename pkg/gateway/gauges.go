@@ -7,7 +7,7 @@ import (
 )
 
 // registerGauges adds the gauges computed when scraped: queue depth summed
-// over clients, and NATS connection state.
+// over clients, readiness and NATS connection state.
 func (g *Gateway) registerGauges() {
 	// what: 0 messages, 1 bytes, 2 largest queue in bytes.
 	queued := func(what int) func() float64 {
@@ -46,6 +46,15 @@ func (g *Gateway) registerGauges() {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "roomcast_nats_subscriptions", Help: "Subscriptions on the gateway's NATS connection: one per room, plus the catalogue watcher and request inboxes."}, func() float64 {
 			return float64(g.nc.NumSubscriptions())
+		}),
+		// For dashboards: replicas taking traffic, vs. draining or cut off
+		// from NATS (what /readyz says).
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_ready", Help: "1 while /readyz answers 200: not shutting down and NATS connected."}, func() float64 {
+			if ok, _ := g.Ready(); ok {
+				return 1
+			}
+			return 0
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "roomcast_nats_reconnects_total", Help: "NATS reconnections."}, func() float64 {

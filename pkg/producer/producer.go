@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,20 @@ type Publisher struct {
 	prefix string
 	bucket string
 	now    func() time.Time
+
+	published atomic.Uint64
+	errors    atomic.Uint64
+}
+
+// Stats counts a Publisher's updates since it was created.
+type Stats struct {
+	Published uint64 // handed to NATS
+	Errors    uint64 // refused (bad room, too large) or not handed to NATS
+}
+
+// Stats returns the counts so far, for status lines and metrics.
+func (p *Publisher) Stats() Stats {
+	return Stats{Published: p.published.Load(), Errors: p.errors.Load()}
 }
 
 // New returns a publisher on nc, which the caller keeps owning.
@@ -87,6 +102,7 @@ func (p *Publisher) Publish(room string, metrics map[string]any) error {
 	}
 	data, err := json.Marshal(obj)
 	if err != nil {
+		p.errors.Add(1)
 		return fmt.Errorf("encode update of %q: %w", room, err)
 	}
 	return p.publish(room, data)
@@ -99,11 +115,13 @@ func (p *Publisher) Publish(room string, metrics map[string]any) error {
 func (p *Publisher) PublishJSON(room string, object []byte) error {
 	var buf bytes.Buffer
 	if err := protocol.CompactPayload(&buf, object); err != nil {
+		p.errors.Add(1)
 		return err
 	}
 	data := buf.Bytes()
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
+		p.errors.Add(1)
 		return err
 	}
 	if _, ok := top["ts"]; !ok {
@@ -117,6 +135,16 @@ func (p *Publisher) PublishJSON(room string, object []byte) error {
 }
 
 func (p *Publisher) publish(room string, data []byte) error {
+	err := p.send(room, data)
+	if err != nil {
+		p.errors.Add(1)
+	} else {
+		p.published.Add(1)
+	}
+	return err
+}
+
+func (p *Publisher) send(room string, data []byte) error {
 	subject, err := p.Subject(room)
 	if err != nil {
 		return err

@@ -164,6 +164,9 @@ func TestPublishJSON(t *testing.T) {
 	if err := p.Publish(">", map[string]any{"x": 1}); err == nil {
 		t.Error("room > accepted")
 	}
+	if got, want := p.Stats(), (producer.Stats{Published: 4, Errors: 5}); got != want {
+		t.Errorf("stats %+v, want %+v", got, want)
+	}
 }
 
 func TestPublishLines(t *testing.T) {
