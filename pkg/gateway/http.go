@@ -37,7 +37,7 @@ func (g *Gateway) routes() http.Handler {
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
-	return mux
+	return g.withSocketIO(mux)
 }
 
 // staticHandler serves the embedded page with an ETag per file, so that a
