@@ -34,20 +34,22 @@ type Conn struct {
 	closeCode int    // WebSocket close code
 	reason    string // why the session ended
 
-	wake chan struct{} // capacity 1: the queue grew or the state changed
-	pong chan struct{} // capacity 1: a pong arrived
-	done chan struct{} // closed when the session ends
+	wake     chan struct{} // capacity 1: the queue grew or the state changed
+	pong     chan struct{} // capacity 1: a pong arrived
+	done     chan struct{} // closed when the session ends
+	upgraded chan struct{} // closed when the session has moved to a WebSocket
 }
 
 func newConn(s *Server, id, ip string, r *http.Request, ws bool) *Conn {
 	c := &Conn{
-		srv:  s,
-		id:   id,
-		ip:   ip,
-		req:  r.Clone(context.Background()),
-		wake: make(chan struct{}, 1),
-		pong: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		srv:      s,
+		id:       id,
+		ip:       ip,
+		req:      r.Clone(context.Background()),
+		wake:     make(chan struct{}, 1),
+		pong:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		upgraded: make(chan struct{}),
 	}
 	if ws {
 		c.queue = append(c.queue, Packet{Type: Open, Data: s.handshake(id, []string{})})

@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// probeWait is how long a poll that arrives during an upgrade waits for
+// the upgrade to complete.
+const probeWait = 100 * time.Millisecond
+
 // servePoll answers a long-poll GET with every waiting packet, waiting for
 // one if there is none. A second GET while one waits is a protocol
 // violation: the session is closed (the waiting GET gets a close packet)
@@ -27,6 +31,26 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		c.close(Close, 1002, "duplicate poll")
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
+	}
+	if c.probed {
+		// A new poll during an upgrade: the client is about to send "5"
+		// (a client's waiting poll was answered when the probe came).
+		// Give it a moment, as the reference server does, so that a poll
+		// racing the upgrade is refused like one that comes after it.
+		c.mu.Unlock()
+		t := time.NewTimer(probeWait)
+		select {
+		case <-c.upgraded:
+		case <-t.C:
+		case <-c.done:
+		}
+		t.Stop()
+		c.mu.Lock()
+		if c.ws != nil || c.polling {
+			c.mu.Unlock()
+			writeError(w, http.StatusBadRequest, codeBadRequest)
+			return
+		}
 	}
 	c.polling = true
 	c.mu.Unlock()

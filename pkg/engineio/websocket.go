@@ -111,6 +111,7 @@ func (c *Conn) probe(ws *websocket.Conn) bool {
 			}
 			c.mu.Unlock()
 			if ok {
+				close(c.upgraded)
 				c.signal()
 				_ = ws.SetReadDeadline(time.Time{})
 			}
