@@ -331,3 +331,35 @@ func TestShutdown(t *testing.T) {
 	c.ws.Close()
 	roomtest.WaitGoroutines(t, base)
 }
+
+// TestGatewayModes: /socket.io/ follows socketio.enabled, /engine.io/ and
+// the test timings exist only in conformance mode.
+func TestGatewayModes(t *testing.T) {
+	t.Parallel()
+	off, _, _ := startGateway(t, func(c *config.Config) { c.SocketIO.Enabled = false }, nil)
+	if status, _ := httpDo(t, "GET", roomtest.URL(off, "/socket.io/?EIO=4&transport=polling"), ""); status != 404 {
+		t.Fatalf("socketio disabled: %d", status)
+	}
+	on, _, _ := startGateway(t, nil, nil)
+	if status, _ := httpDo(t, "GET", roomtest.URL(on, "/engine.io/?EIO=4&transport=polling"), ""); status != 404 {
+		t.Fatalf("/engine.io/ outside conformance mode: %d", status)
+	}
+	if status, body := httpDo(t, "GET", roomtest.URL(on, "/socket.io/?EIO=4&transport=polling"), ""); status != 200 || !strings.Contains(body, `"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000`) {
+		t.Fatalf("handshake: %d %s", status, body)
+	}
+	conf, _, _ := startGateway(t, func(c *config.Config) { c.SocketIO.Conformance = true }, nil)
+	for _, path := range []string{"/socket.io/", "/engine.io/"} {
+		status, body := httpDo(t, "GET", roomtest.URL(conf, path+"?EIO=4&transport=polling"), "")
+		if status != 200 || !strings.Contains(body, `"pingInterval":300,"pingTimeout":200,"maxPayload":1000000`) {
+			t.Fatalf("conformance %s: %d %s", path, status, body)
+		}
+	}
+	c := dial(t, conf)
+	c.send(`0/custom,{"token":"x"}`)
+	if got := c.next(); !strings.HasPrefix(got, `0/custom,{"sid":"`) {
+		t.Fatalf("connect /custom: %q", got)
+	}
+	if got := c.next(); got != `2/custom,["auth",{"token":"x"}]` {
+		t.Fatalf("auth event: %q", got)
+	}
+}
