@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *healthcheck {
-		return checkHealth(cfg.Listen)
+		return checkHealth(cfg.Listen, cfg.TLS.CertFile != "")
 	}
 	log := cfg.Log.NewLogger(stderr)
 
@@ -79,12 +80,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("dashboard ready", "url", dashboardURL(g.Addr()))
+	log.Info("dashboard ready", "url", dashboardURL(g.Addr(), cfg.TLS.CertFile != ""))
 
 	var producers sync.WaitGroup
 	prodCtx, stopProducers := context.WithCancel(context.Background())
 	if *demo {
-		nc, err := broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.Embedded(), Name: "roomcast-demo-producer"}, log.With("component", "demo-producer"))
+		nc, err := broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.Embedded(), Name: "roomcast-demo-producer", Credentials: cfg.NATS.Credentials()}, log.With("component", "demo-producer"))
 		if err != nil {
 			stopProducers()
 			_ = g.Shutdown(context.Background())
@@ -121,14 +122,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// checkHealth asks the local gateway's /healthz.
-func checkHealth(listen string) error {
+// checkHealth asks the local gateway's /healthz. With TLS the certificate
+// is not checked: it names the public host, not 127.0.0.1, and this only
+// asks our own process whether it is alive.
+func checkHealth(listen string, useTLS bool) error {
 	_, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return err
 	}
 	client := http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	scheme := "http://"
+	if useTLS {
+		scheme = "https://"
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // see above
+	}
+	resp, err := client.Get(scheme + net.JoinHostPort("127.0.0.1", port) + "/healthz")
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -139,13 +147,17 @@ func checkHealth(listen string) error {
 	return nil
 }
 
-func dashboardURL(addr net.Addr) string {
+func dashboardURL(addr net.Addr, useTLS bool) string {
+	scheme := "http://"
+	if useTLS {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
-		return "http://" + addr.String() + "/"
+		return scheme + addr.String() + "/"
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/"
+	return scheme + net.JoinHostPort(host, port) + "/"
 }

@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) 
 	if url == "" {
 		url = "nats://" + cfg.NATS.Embedded.Listen
 	}
-	nc, err := broker.Connect(broker.ConnConfig{URL: url, Name: "roomcast-producer"}, log)
+	nc, err := broker.Connect(broker.ConnConfig{URL: url, Name: "roomcast-producer", Credentials: cfg.NATS.Credentials()}, log)
 	if err != nil {
 		return err
 	}

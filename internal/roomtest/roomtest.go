@@ -113,6 +113,8 @@ func Config(t testing.TB, url string) config.Config {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.DrainWindow = 0 // tests that drain set their own
 	cfg.RoomLinger = 0  // tests that linger set their own
+	// Every test client comes from 127.0.0.1.
+	cfg.Limits.MaxConnectionsPerIP = cfg.Limits.MaxConnections
 	return cfg
 }
 
@@ -213,6 +215,22 @@ func Dial(t testing.TB, g *gateway.Gateway) *Client {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &Client{t: t, Conn: conn}
+}
+
+// DialURL connects a client to a WebSocket URL with extra request headers
+// and dialer settings (nil: gorilla's defaults). It returns the handshake
+// response, which tells why a refused handshake was refused.
+func DialURL(t testing.TB, url string, header http.Header, d *websocket.Dialer) (*Client, *http.Response, error) {
+	t.Helper()
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	conn, resp, err := d.Dial(url, header)
+	if err != nil {
+		return nil, resp, err
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &Client{t: t, Conn: conn}, resp, nil
 }
 
 // Send writes one text frame.

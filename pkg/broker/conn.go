@@ -2,9 +2,11 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,6 +21,62 @@ type ConnConfig struct {
 	Embedded *server.Server
 	// Name identifies the connection in NATS monitoring.
 	Name string
+	// Credentials and TLS for an external server.
+	Credentials Credentials
+}
+
+// Credentials authenticate to NATS: at most one of user and password,
+// token, nkey seed file and creds file; and TLS: a CA to trust and a
+// client certificate.
+type Credentials struct {
+	User, Password string
+	Token          string
+	NKeySeedFile   string
+	CredsFile      string
+	CAFile         string
+	CertFile       string
+	KeyFile        string
+	// InboxPrefix replaces _INBOX in reply subjects; empty keeps _INBOX.
+	InboxPrefix string
+}
+
+// options turns the credentials into nats.go options; files are read here
+// so that a bad one stops start-up with its name.
+func (c Credentials) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	if c.InboxPrefix != "" && c.InboxPrefix != nats.InboxPrefix[:len(nats.InboxPrefix)-1] {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
+	}
+	switch {
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	case c.NKeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed file %q: %w", c.NKeySeedFile, err)
+		}
+		opts = append(opts, o)
+	case c.CredsFile != "":
+		if _, err := os.Stat(c.CredsFile); err != nil {
+			return nil, fmt.Errorf("creds file: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			return nil, fmt.Errorf("TLS CA file: %w", err)
+		}
+		opts = append(opts, nats.RootCAs(c.CAFile))
+	}
+	if c.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+			return nil, fmt.Errorf("TLS client certificate: %w", err)
+		}
+		opts = append(opts, nats.ClientCert(c.CertFile, c.KeyFile))
+	}
+	return opts, nil
 }
 
 // Connect opens the NATS connection. With a URL it reconnects forever,
@@ -60,6 +118,11 @@ func Connect(cfg ConnConfig, log *slog.Logger) (*nats.Conn, error) {
 			log.Warn("NATS error", "err", err)
 		}),
 	}
+	creds, err := cfg.Credentials.options()
+	if err != nil {
+		return nil, fmt.Errorf("NATS credentials: %w", err)
+	}
+	opts = append(opts, creds...)
 	url := cfg.URL
 	if url == "" {
 		if cfg.Embedded == nil {

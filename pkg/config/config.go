@@ -8,6 +8,7 @@ package config
 import (
 	"time"
 
+	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
@@ -19,6 +20,9 @@ type Config struct {
 	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
 	// may open a WebSocket; empty means same origin only. "*" allows all.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// TrustedProxies lists the networks (CIDR) of load balancers whose
+	// X-Forwarded-For is believed when counting connections per client IP.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 
 	PingInterval     time.Duration `mapstructure:"ping_interval"`
 	PongTimeout      time.Duration `mapstructure:"pong_timeout"`
@@ -31,13 +35,16 @@ type Config struct {
 	// RoomLinger keeps an emptied room's subscription this long.
 	RoomLinger time.Duration `mapstructure:"room_linger"`
 
-	NATS     NATS     `mapstructure:"nats"`
-	History  History  `mapstructure:"history"`
-	Limits   Limits   `mapstructure:"limits"`
-	Queue    Queue    `mapstructure:"queue"`
-	Log      Log      `mapstructure:"log"`
-	Producer Producer `mapstructure:"producer"`
-	SocketIO SocketIO `mapstructure:"socketio"`
+	Auth        Auth        `mapstructure:"auth"`
+	TLS         TLS         `mapstructure:"tls"`
+	NATS        NATS        `mapstructure:"nats"`
+	History     History     `mapstructure:"history"`
+	Limits      Limits      `mapstructure:"limits"`
+	Queue       Queue       `mapstructure:"queue"`
+	Compression Compression `mapstructure:"compression"`
+	Log         Log         `mapstructure:"log"`
+	Producer    Producer    `mapstructure:"producer"`
+	SocketIO    SocketIO    `mapstructure:"socketio"`
 }
 
 // SocketIO configures the Socket.IO (Engine.IO v4, Socket.IO v5) endpoint
@@ -61,6 +68,63 @@ type NATS struct {
 	SubjectPrefix string   `mapstructure:"subject_prefix"`
 	CatalogBucket string   `mapstructure:"catalog_bucket"`
 	Embedded      Embedded `mapstructure:"embedded"`
+
+	// Credentials: at most one of user+password, token, nkey_seed_file
+	// and creds_file.
+	User         string  `mapstructure:"user"`
+	Password     string  `mapstructure:"password"`
+	Token        string  `mapstructure:"token"`
+	NKeySeedFile string  `mapstructure:"nkey_seed_file"`
+	CredsFile    string  `mapstructure:"creds_file"`
+	TLS          NATSTLS `mapstructure:"tls"`
+	// InboxPrefix starts the reply subjects of this connection's requests,
+	// so that NATS permissions can give each user its own inboxes.
+	InboxPrefix string `mapstructure:"inbox_prefix"`
+}
+
+// Credentials are the NATS credentials and TLS settings for broker.Connect.
+func (n NATS) Credentials() broker.Credentials {
+	return broker.Credentials{
+		User: n.User, Password: n.Password, Token: n.Token,
+		NKeySeedFile: n.NKeySeedFile, CredsFile: n.CredsFile,
+		CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
+		InboxPrefix: n.InboxPrefix,
+	}
+}
+
+// NATSTLS configures TLS to NATS: a CA to trust and, for mutual TLS, a
+// client certificate.
+type NATSTLS struct {
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Auth configures who may connect and which rooms they may join.
+type Auth struct {
+	Mode string `mapstructure:"mode"` // none or jwt
+	// Cookie names a cookie that may carry the token; empty: none.
+	Cookie string `mapstructure:"cookie"`
+	JWT    JWT    `mapstructure:"jwt"`
+	// Roles maps a role of the token's roles claim to room patterns.
+	Roles map[string][]string `mapstructure:"roles"`
+}
+
+// JWT configures token verification: one of secret, secret_file and
+// public_key_file.
+type JWT struct {
+	Secret        string        `mapstructure:"secret"`
+	SecretFile    string        `mapstructure:"secret_file"`
+	PublicKeyFile string        `mapstructure:"public_key_file"`
+	Issuer        string        `mapstructure:"issuer"`
+	Audience      string        `mapstructure:"audience"`
+	Leeway        time.Duration `mapstructure:"leeway"`
+}
+
+// TLS makes the gateway serve HTTPS and WSS.
+type TLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // Embedded configures the embedded nats-server.
@@ -87,6 +151,9 @@ type Limits struct {
 	CommandsPerSecond     float64 `mapstructure:"commands_per_second"`
 	CommandBurst          int     `mapstructure:"command_burst"`
 	MaxUpdateBytes        int     `mapstructure:"max_update_bytes"`
+	MaxConnections        int     `mapstructure:"max_connections"`
+	MaxConnectionsPerIP   int     `mapstructure:"max_connections_per_ip"`
+	MaxHeaderBytes        int     `mapstructure:"max_header_bytes"`
 }
 
 // Queue is the per-client outgoing queue and its slow-client policy.
@@ -95,6 +162,13 @@ type Queue struct {
 	MaxMessages   int `mapstructure:"max_messages"`
 	MaxBytes      int `mapstructure:"max_bytes"`
 	BatchBytes    int `mapstructure:"batch_bytes"`
+}
+
+// Compression configures permessage-deflate for clients that offer it.
+type Compression struct {
+	Enabled  bool `mapstructure:"enabled"`
+	MinBytes int  `mapstructure:"min_bytes"` // smaller updates go uncompressed
+	Level    int  `mapstructure:"level"`     // flate level 1 (fastest) to 9
 }
 
 // Log configures log/slog.
@@ -134,6 +208,7 @@ func Default() Config {
 	return Config{
 		Listen:           ":8080",
 		AllowedOrigins:   []string{},
+		TrustedProxies:   []string{},
 		PingInterval:     20 * time.Second,
 		PongTimeout:      10 * time.Second,
 		WriteTimeout:     10 * time.Second,
@@ -141,11 +216,13 @@ func Default() Config {
 		ShutdownTimeout:  15 * time.Second,
 		DrainWindow:      5 * time.Second,
 		RoomLinger:       time.Second,
+		Auth:             Auth{Mode: "none", JWT: JWT{Leeway: 5 * time.Second}, Roles: map[string][]string{}},
 		NATS: NATS{
 			Name:          "roomcast",
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
 			CatalogBucket: catalog.DefaultBucket,
 			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
+			InboxPrefix:   "_INBOX",
 		},
 		History: History{
 			Enabled:    true,
@@ -161,6 +238,9 @@ func Default() Config {
 			CommandsPerSecond:     20,
 			CommandBurst:          50,
 			MaxUpdateBytes:        64 << 10,
+			MaxConnections:        20000,
+			MaxConnectionsPerIP:   200,
+			MaxHeaderBytes:        16 << 10,
 		},
 		Queue: Queue{
 			ConflateAfter: 32,
@@ -168,8 +248,9 @@ func Default() Config {
 			MaxBytes:      1 << 20,
 			BatchBytes:    32 << 10,
 		},
-		Log:      Log{Level: "info", Format: "text"},
-		Producer: Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
+		Log:         Log{Level: "info", Format: "text"},
+		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
 		SocketIO: SocketIO{
 			Enabled:      true,
 			PingInterval: 25 * time.Second,

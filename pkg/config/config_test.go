@@ -85,6 +85,22 @@ func TestLoadErrors(t *testing.T) {
 		{"live prefix overlaps", "history:\n  live_prefix: roomcast.room.live\n", []string{"history.live_prefix", "overlaps"}},
 		{"bad replicas", "history:\n  replicas: 7\n", []string{"history.replicas"}},
 		{"bad stream name", "history:\n  stream: 'a.b'\n", []string{"history.stream"}},
+		{"bad auth mode", "auth:\n  mode: basic\n", []string{"auth.mode", "none or jwt"}},
+		{"jwt without key", "auth:\n  mode: jwt\n", []string{"auth.jwt", "exactly one"}},
+		{"jwt with two keys", "auth:\n  mode: jwt\n  jwt:\n    secret: 0123456789abcdef0123456789abcdef\n    public_key_file: k.pem\n", []string{"auth.jwt", "exactly one"}},
+		{"short jwt secret", "auth:\n  mode: jwt\n  jwt:\n    secret: hunter2\n", []string{"auth.jwt.secret", "32 bytes"}},
+		{"jwt leeway too long", "auth:\n  jwt:\n    leeway: 1h\n", []string{"auth.jwt.leeway"}},
+		{"bad role pattern", "auth:\n  roles:\n    ops: ['sales.>']\n", []string{"auth.roles.ops"}},
+		{"bad cookie name", "auth:\n  cookie: 'a b'\n", []string{"auth.cookie"}},
+		{"tls cert without key", "tls:\n  cert_file: c.pem\n", []string{"tls", "both"}},
+		{"two nats credentials", "nats:\n  url: nats://x:4222\n  user: a\n  token: t\n", []string{"nats", "at most one"}},
+		{"nats password without user", "nats:\n  url: nats://x:4222\n  password: p\n", []string{"nats.password"}},
+		{"nats client cert without key", "nats:\n  url: nats://x:4222\n  tls:\n    cert_file: c.pem\n", []string{"nats.tls"}},
+		{"credentials for the embedded server", "nats:\n  token: t\n", []string{"nats", "embedded"}},
+		{"bad inbox prefix", "nats:\n  inbox_prefix: '_INBOX.>'\n", []string{"nats.inbox_prefix"}},
+		{"bad trusted proxy", "trusted_proxies: ['10.0.0.0/33']\n", []string{"trusted_proxies[0]"}},
+		{"zero max connections", "limits:\n  max_connections: 0\n", []string{"limits.max_connections"}},
+		{"tiny header limit", "limits:\n  max_header_bytes: 100\n", []string{"limits.max_header_bytes"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
@@ -30,6 +31,10 @@ func (c *Config) Validate() error {
 	for i, o := range c.AllowedOrigins {
 		check(fmt.Sprintf("allowed_origins[%d]", i), checkOrigin(o))
 	}
+	for i, p := range c.TrustedProxies {
+		check(fmt.Sprintf("trusted_proxies[%d]", i), checkCIDR(p))
+	}
+	c.validateSecurity(bad)
 	for key, d := range map[string]time.Duration{
 		"ping_interval": c.PingInterval, "pong_timeout": c.PongTimeout,
 		"write_timeout": c.WriteTimeout, "handshake_timeout": c.HandshakeTimeout,
@@ -71,6 +76,7 @@ func (c *Config) Validate() error {
 		check("nats.embedded.listen", checkAddr(c.NATS.Embedded.Listen))
 	}
 	check("nats.subject_prefix", protocol.CheckSubjectPrefix(c.NATS.SubjectPrefix))
+	check("nats.inbox_prefix", protocol.CheckSubjectPrefix(c.NATS.InboxPrefix))
 	if !validBucket(c.NATS.CatalogBucket) {
 		bad("nats.catalog_bucket", "must be letters, digits, '-' and '_', got %q", c.NATS.CatalogBucket)
 	}
@@ -84,6 +90,11 @@ func (c *Config) Validate() error {
 	positive("limits.max_rooms_per_connection", c.Limits.MaxRoomsPerConnection)
 	positive("limits.command_burst", c.Limits.CommandBurst)
 	positive("limits.max_update_bytes", c.Limits.MaxUpdateBytes)
+	positive("limits.max_connections", c.Limits.MaxConnections)
+	positive("limits.max_connections_per_ip", c.Limits.MaxConnectionsPerIP)
+	if c.Limits.MaxHeaderBytes < 4096 || c.Limits.MaxHeaderBytes > 1<<20 {
+		bad("limits.max_header_bytes", "must be 4096 to 1048576, got %d", c.Limits.MaxHeaderBytes)
+	}
 	if c.Limits.CommandsPerSecond <= 0 {
 		bad("limits.commands_per_second", "must be positive, got %v", c.Limits.CommandsPerSecond)
 	}
@@ -98,6 +109,12 @@ func (c *Config) Validate() error {
 		bad("queue.max_bytes", "must hold at least 4 updates of limits.max_update_bytes (%d), got %d", 4*c.Limits.MaxUpdateBytes, c.Queue.MaxBytes)
 	}
 
+	if c.Compression.MinBytes < 0 {
+		bad("compression.min_bytes", "must not be negative, got %d", c.Compression.MinBytes)
+	}
+	if c.Compression.Level < 1 || c.Compression.Level > 9 {
+		bad("compression.level", "must be 1 (fastest) to 9 (smallest), got %d", c.Compression.Level)
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -191,6 +208,74 @@ func (r ProducerRoom) Entry() catalog.Entry {
 		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: label, Unit: m.Unit})
 	}
 	return e
+}
+
+// validateSecurity checks auth, tls and the NATS credentials. Files are
+// read when the gateway starts, which names the key if one is unusable.
+func (c *Config) validateSecurity(bad func(key, format string, a ...any)) {
+	switch c.Auth.Mode {
+	case "none":
+	case "jwt":
+		j := c.Auth.JWT
+		set := 0
+		for _, v := range []string{j.Secret, j.SecretFile, j.PublicKeyFile} {
+			if v != "" {
+				set++
+			}
+		}
+		if set != 1 {
+			bad("auth.jwt", "with auth.mode jwt set exactly one of secret, secret_file and public_key_file (%d set)", set)
+		}
+		if j.Secret != "" && len(j.Secret) < 32 {
+			bad("auth.jwt.secret", "must be at least 32 bytes (HS256 with a short secret can be brute-forced), got %d", len(j.Secret))
+		}
+	default:
+		bad("auth.mode", "must be none or jwt, got %q", c.Auth.Mode)
+	}
+	if c.Auth.JWT.Leeway < 0 || c.Auth.JWT.Leeway > 5*time.Minute {
+		bad("auth.jwt.leeway", "must be 0 to 5m, got %v", c.Auth.JWT.Leeway)
+	}
+	if ck := c.Auth.Cookie; ck != "" && strings.ContainsAny(ck, " \t;=,\"()<>@:/[]?{}") {
+		bad("auth.cookie", "%q is not a valid cookie name", ck)
+	}
+	for role, list := range c.Auth.Roles {
+		if _, err := auth.ParsePatterns(list); err != nil {
+			bad("auth.roles."+role, "%v", err)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "set both cert_file and key_file, or neither")
+	}
+
+	n := c.NATS
+	kinds := 0
+	for _, v := range []string{n.User, n.Token, n.NKeySeedFile, n.CredsFile} {
+		if v != "" {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		bad("nats", "set at most one of user (with password), token, nkey_seed_file and creds_file")
+	}
+	if n.Password != "" && n.User == "" {
+		bad("nats.password", "needs nats.user")
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		bad("nats.tls", "set both cert_file and key_file (a client certificate), or neither")
+	}
+	if n.URL == "" && (kinds > 0 || n.TLS.CAFile != "" || n.TLS.CertFile != "") {
+		bad("nats", "credentials and TLS are for an external NATS (nats.url); the embedded server runs in-process")
+	}
+}
+
+func checkCIDR(s string) error {
+	if _, _, err := net.ParseCIDR(s); err == nil {
+		return nil
+	}
+	if net.ParseIP(s) != nil {
+		return nil
+	}
+	return fmt.Errorf("want a network such as 10.0.0.0/8 or an address, got %q", s)
 }
 
 // checkAddr accepts host:port with a numeric port (host may be empty).

@@ -10,6 +10,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,7 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	registry *prometheus.Registry
 	upgrader websocket.Upgrader
+	admit    *admission
 	sessCfg  session.Config
 	srv      *http.Server
 	ln       net.Listener
@@ -122,11 +124,14 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		}
 		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir)
 	}
-	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name}, log)
+	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name, Credentials: cfg.NATS.Credentials()}, log)
 	if err != nil {
 		return nil, err
 	}
 	hopts := hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes, Linger: cfg.RoomLinger, HistoryDepth: cfg.History.Depth}
+	if cfg.Compression.Enabled {
+		hopts.CompressMinBytes = max(cfg.Compression.MinBytes, 1)
+	}
 	live := ""
 	if cfg.History.Enabled {
 		hcfg := broker.HistoryConfig{
@@ -174,25 +179,48 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		// Commands are small; a pooled write buffer is held only while a
 		// frame is being written, so idle connections cost no write buffer.
-		ReadBufferSize:  1024,
-		WriteBufferSize: 4096,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		ReadBufferSize:    1024,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   &sync.Pool{},
+		EnableCompression: cfg.Compression.Enabled,
+		// serveWS has checked the origin before the token.
+		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			g.metrics.ConnectionsRefused.WithLabelValues("bad_handshake").Inc()
 			http.Error(w, reason.Error(), status)
 		},
+	}
+	if g.admit, err = newAdmission(cfg); err != nil {
+		return nil, err
 	}
 
 	g.startSocketIO(opts.SocketIOAuthorize)
 
+	var tlsCfg *tls.Config
+	if cfg.TLS.CertFile != "" {
+		if tlsCfg, err = serverTLS(cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
 	g.ln = opts.Listener
 	if g.ln == nil {
 		if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
+	if tlsCfg != nil {
+		g.ln = tls.NewListener(g.ln, tlsCfg)
+	}
+	idle := &unserved{counter: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "roomcast_http_unserved_total",
+		Help: "TCP connections closed before a request reached the gateway: handshake_timeout ran out (stalled or slowloris clients), headers over limits.max_header_bytes, not HTTP, or the client gave up.",
+	})}
+	g.registry.MustRegister(idle.counter)
 	g.srv = &http.Server{
-		Handler:           g.routes(),
+		Handler:           idle.handler(g.routes()),
+		ConnContext:       idle.connContext,
+		ConnState:         idle.connState,
+		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -226,7 +254,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			log.Error("HTTP server stopped", "err", err)
 		}
 	})
-	log.Info("gateway listening", "addr", g.ln.Addr().String(), "nats", natsTarget(cfg))
+	log.Info("gateway listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil, "auth", cfg.Auth.Mode, "nats", natsTarget(cfg))
 	started = true
 	return g, nil
 }

@@ -309,6 +309,9 @@ func TestHTTPEndpoints(t *testing.T) {
 		if resp.StatusCode != tt.status || !strings.Contains(strings.ToLower(string(b)), strings.ToLower(tt.contains)) {
 			t.Errorf("%s %s: %d %.200q, want %d containing %q", tt.method, tt.path, resp.StatusCode, b, tt.status, tt.contains)
 		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Referrer-Policy") != "no-referrer" {
+			t.Errorf("%s %s: security headers missing: %v", tt.method, tt.path, resp.Header)
+		}
 	}
 }
 

@@ -4,9 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -37,7 +37,17 @@ func (g *Gateway) routes() http.Handler {
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
-	return g.withSocketIO(mux)
+	return securityHeaders(g.withSocketIO(mux))
+}
+
+// securityHeaders: no MIME sniffing, and no Referer, since a wall
+// screen's URL may carry its token (?token=).
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // staticHandler serves the embedded page with an ETag per file, so that a
@@ -70,16 +80,55 @@ func staticHandler() http.Handler {
 
 // serveWS upgrades the request and runs the client's session on this
 // goroutine until the connection ends.
+//
+// Before the upgrade, in this order: shutdown (503), origin (403), token
+// (401), connection limits (503 for the gateway, 429 for the client's IP,
+// both with Retry-After). Each refusal is counted.
 func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	refuse := func(reason string, status int, msg string) {
+		g.metrics.ConnectionsRefused.WithLabelValues(reason).Inc()
+		if status != http.StatusForbidden {
+			w.Header().Set("Retry-After", "5")
+		}
+		http.Error(w, msg, status)
+	}
 	if g.draining.Load() {
-		http.Error(w, "shutting down: reconnect to another replica", http.StatusServiceUnavailable)
+		refuse("draining", http.StatusServiceUnavailable, "shutting down: reconnect to another replica")
 		return
 	}
+	if !g.admit.originAllowed(r) {
+		refuse("origin", http.StatusForbidden, "origin not allowed (see allowed_origins)")
+		return
+	}
+	grant, err := g.admit.authenticate(r)
+	if err != nil {
+		g.unauthorized(w, err)
+		return
+	}
+	ip := g.admit.clientIP(r)
+	switch err := g.admit.acquire(ip); {
+	case errors.Is(err, errGatewayFull):
+		refuse(err.Error(), http.StatusServiceUnavailable, "this gateway is full: try another replica later")
+		return
+	case errors.Is(err, errIPFull):
+		refuse(err.Error(), http.StatusTooManyRequests, "too many connections from your address")
+		return
+	}
+	defer g.admit.release(ip)
 	conn, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader has answered with the reason
+		return // the upgrader has answered with the reason and counted it
 	}
-	s := session.New(conn, g.hub, g.sessCfg, g.metrics, g.log.With("remote", r.RemoteAddr))
+	log := g.log.With("remote", r.RemoteAddr, "client_ip", ip.String())
+	if grant != nil {
+		log = log.With("sub", grant.Subject)
+	}
+	scfg := g.sessCfg
+	scfg.Compress = g.cfg.Compression.Enabled && offersDeflate(r)
+	if scfg.Compress {
+		_ = conn.SetCompressionLevel(g.cfg.Compression.Level)
+	}
+	s := session.New(conn, g.hub, scfg, grant, g.metrics, log)
 	if !g.track(s) {
 		// Shutdown began during the handshake.
 		msg := websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server shutting down")
@@ -89,6 +138,20 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.untrack(s)
 	s.Serve(r.Context())
+}
+
+// offersDeflate reports whether the client offered permessage-deflate,
+// which is when gorilla (with EnableCompression) accepts it.
+func offersDeflate(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Extensions") {
+		for _, ext := range strings.Split(h, ",") {
+			name, _, _ := strings.Cut(ext, ";")
+			if strings.EqualFold(strings.TrimSpace(name), "permessage-deflate") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // track registers a session so that Shutdown closes it and waits for it.
@@ -120,8 +183,22 @@ type roomsResponse struct {
 // serveRooms lists the catalogue. The ETag is a hash of the body, so it is
 // the same on every replica for the same catalogue and dashboards behind a
 // load balancer can poll cheaply with If-None-Match.
+//
+// With auth on it needs a token like the WebSocket does, and lists only the
+// rooms the token grants.
 func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
-	entries, _ := g.catalog.List()
+	grant, err := g.admit.authenticate(r)
+	if err != nil {
+		g.unauthorized(w, err)
+		return
+	}
+	all, _ := g.catalog.List()
+	entries := all[:0:0]
+	for _, e := range all {
+		if grant.Allows(e.Room) {
+			entries = append(entries, e)
+		}
+	}
 	body, err := json.Marshal(roomsResponse{Rooms: entries})
 	if err != nil {
 		http.Error(w, "encoding the catalogue failed", http.StatusInternalServerError)
@@ -137,30 +214,4 @@ func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_, _ = w.Write(append(body, '\n'))
-}
-
-// originChecker returns the upgrader's origin policy. With no allowed
-// origins it is gorilla's same-origin check: a browser page from another
-// site cannot open a socket with the user's cookies. The listed origins are
-// allowed in addition to the gateway's own, so that its own dashboard
-// keeps working.
-func originChecker(allowed []string) func(*http.Request) bool {
-	if len(allowed) == 0 {
-		return nil
-	}
-	set := make(map[string]bool, len(allowed))
-	for _, o := range allowed {
-		set[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
-	}
-	return func(r *http.Request) bool {
-		origin := r.Header.Get("Origin")
-		if origin == "" || set["*"] {
-			return true
-		}
-		u, err := url.Parse(origin)
-		if err != nil {
-			return false
-		}
-		return strings.EqualFold(u.Host, r.Host) || set[strings.ToLower(u.Scheme+"://"+u.Host)]
-	}
 }

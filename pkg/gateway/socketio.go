@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/engineio"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/socketio"
@@ -30,6 +32,9 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 	if !c.Enabled {
 		return
 	}
+	if authorize == nil {
+		authorize = g.socketIOAuth()
+	}
 	scfg := socketio.Config{
 		PingInterval:     c.PingInterval,
 		PingTimeout:      c.PingTimeout,
@@ -46,7 +51,7 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 			MaxBytes:      g.cfg.Queue.MaxBytes,
 		},
 		History:     g.history,
-		CheckOrigin: originChecker(g.cfg.AllowedOrigins),
+		CheckOrigin: g.admit.originAllowed,
 		Authorize:   authorize,
 		Conformance: c.Conformance,
 	}
@@ -67,6 +72,42 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		})
 	}
 	g.sio = socketio.New(g.hub, scfg, g.metrics, g.registry, g.log)
+}
+
+// socketIOAuth is the CONNECT check with auth.mode jwt: the token from the
+// client's auth option (io(url, {auth: {token}})), else from the handshake
+// request as for /ws (Authorization header, ?token=, the cookie). Its
+// grant decides joins. Nil without auth: everything is allowed.
+func (g *Gateway) socketIOAuth() socketio.Authorize {
+	a := g.admit.auth
+	if a == nil {
+		return nil
+	}
+	return func(r *http.Request, payload json.RawMessage) (socketio.Grant, error) {
+		var p struct {
+			Token string `json:"token"`
+		}
+		_ = json.Unmarshal(payload, &p)
+		var (
+			grant *auth.Grant
+			err   error
+		)
+		if p.Token != "" {
+			grant, err = a.Verify(p.Token)
+		} else {
+			grant, err = a.Authenticate(r)
+		}
+		if err != nil {
+			reason := auth.ReasonMalformed
+			var ae *auth.Error
+			if errors.As(err, &ae) {
+				reason = ae.Reason
+			}
+			g.metrics.AuthFailures.WithLabelValues(reason).Inc()
+			return nil, err
+		}
+		return grant, nil
+	}
 }
 
 // withSocketIO serves /socket.io/ (and, in conformance mode, /engine.io/)

@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -73,6 +74,10 @@ type Options struct {
 	// Linger keeps an emptied room's subscription this long, in case the
 	// room is joined again.
 	Linger time.Duration
+	// CompressMinBytes, if positive, prepares update frames of at least
+	// this size for permessage-deflate: compressed once, on first use, and
+	// shared by every client that negotiated compression.
+	CompressMinBytes int
 }
 
 // Hub is safe for concurrent use.
@@ -105,7 +110,8 @@ type room struct {
 	members  []Member       // dense for a fast fan-out loop
 	index    map[Member]int // position in members
 	last     []byte         // latest update frame: the snapshot for a joiner
-	lastData []byte         // its compact payload, to re-encode it flagged
+	lastPrep *websocket.PreparedMessage
+	lastData []byte // its compact payload, to re-encode it flagged
 	lastSeq  uint64
 	lastPrev uint64
 }
@@ -190,7 +196,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 			m.Push(msg)
 		}
 	case r.last != nil:
-		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true})
+		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Prepared: r.lastPrep})
 	}
 	return nil
 }
@@ -501,10 +507,15 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 	}
 	data := frame[len(frame)-1-r.scratch.Len() : len(frame)-1] // the compact payload inside the frame
 	msg := outbox.Message{Frame: frame, Room: r.name, Update: true, Published: publishedAt(data)}
+	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
+		// Once per update: gorilla frames it now and compresses it on the
+		// first write to a client that negotiated compression.
+		msg.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
+	}
 
 	conflated, n := 0, 0
 	r.mu.Lock()
-	r.last, r.lastData, r.lastSeq, r.lastPrev = frame, data, seq, prev
+	r.last, r.lastData, r.lastSeq, r.lastPrev, r.lastPrep = frame, data, seq, prev, msg.Prepared
 	if fanOut {
 		for _, m := range r.members {
 			if m.Push(msg) == outbox.Conflated {

@@ -24,6 +24,10 @@ type Metrics struct {
 	ClientErrors        *prometheus.CounterVec // by error code
 	BatchMessages       prometheus.Histogram   // messages per frame written
 	PublishToSend       prometheus.Histogram   // producer's ts to the frame's write, seconds
+	AuthFailures        *prometheus.CounterVec // by reason (pkg/auth)
+	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
+	TokensExpired       prometheus.Counter     // connections closed with 4001
+	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
 }
 
 // New creates the metrics and registers them on reg.
@@ -62,9 +66,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name:    "roomcast_publish_to_send_seconds",
 			Help:    "Per frame written: time from the ts (set by the producer) of its oldest update to the write; includes clock skew between producer and gateway.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_auth_failures_total", Help: "Requests refused with 401 (WebSocket handshakes and /api/rooms), by reason."}, []string{"reason"}),
+		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_connections_refused_total", Help: "WebSocket handshakes refused before the upgrade, by reason (origin, max_connections, max_connections_per_ip, draining, bad_handshake); auth failures are in roomcast_auth_failures_total."}, []string{"reason"}),
+		TokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
+		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_compressed_messages_total", Help: "Updates sent compressed (permessage-deflate), each compressed once per gateway and shared."}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
-		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend)
+		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
+		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
 	return m
 }

@@ -21,7 +21,11 @@
 // bounded by the queue length.
 package outbox
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/gorilla/websocket"
+)
 
 // Message is one queued server message.
 type Message struct {
@@ -37,6 +41,9 @@ type Message struct {
 	// it has none; the writer measures publish-to-send latency per frame with
 	// it.
 	Published int64
+	// Prepared, if set, is Frame prepared for permessage-deflate, shared by
+	// all clients: compressed once per gateway, not once per client.
+	Prepared *websocket.PreparedMessage
 }
 
 // Limits bound an outbox. All must be positive.
@@ -116,7 +123,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 				break
 			}
 			o.bytes += len(m.Frame) - len(q.Frame)
-			q.Frame, q.Published = m.Frame, m.Published
+			q.Frame, q.Published, q.Prepared = m.Frame, m.Published, m.Prepared
 			return Conflated, false
 		}
 	}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -287,4 +288,26 @@ func TestUpdateData(t *testing.T) {
 			t.Errorf("%s: got %q", frame, got)
 		}
 	}
+}
+
+// FuzzValidRoom: a name is valid exactly when it matches the contract's
+// pattern, and a valid name is always one literal NATS subject token, so
+// no room can widen a subscription; CheckRoom agrees and explains.
+func FuzzValidRoom(f *testing.F) {
+	for _, s := range []string{"sales", "a", "sales-eu_1", "", "*", ">", "a.b", "a b", "销售", strings.Repeat("r", 64), strings.Repeat("r", 65), "a\x00", "sales\n"} {
+		f.Add(s)
+	}
+	re := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	f.Fuzz(func(t *testing.T, name string) {
+		valid := ValidRoom(name)
+		if valid != re.MatchString(name) {
+			t.Fatalf("ValidRoom(%q) = %v, pattern says %v", name, valid, !valid)
+		}
+		if err := CheckRoom(name); (err == nil) != valid || (err != nil && err.Error() == "") {
+			t.Fatalf("CheckRoom(%q) = %v, ValidRoom %v", name, err, valid)
+		}
+		if valid && strings.ContainsAny(name, ".*> \t\r\n") {
+			t.Fatalf("valid room %q is not a single literal subject token", name)
+		}
+	})
 }

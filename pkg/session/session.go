@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
@@ -41,6 +42,9 @@ type Config struct {
 	// History tells whether the gateway can serve "since"; without it a
 	// resume is refused with history_unavailable.
 	History bool
+	// Compress: this client negotiated permessage-deflate; updates the hub
+	// prepared for compression are sent compressed, the rest plain.
+	Compress bool
 }
 
 // closeGrace bounds how long a closing session waits for the client's
@@ -53,6 +57,7 @@ type Session struct {
 	hub     *hub.Hub
 	box     *outbox.Outbox
 	cfg     Config
+	grant   *auth.Grant // nil: every room
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
@@ -68,12 +73,14 @@ type Session struct {
 	readerDone  chan struct{}
 }
 
-// New prepares a session on an upgraded connection.
-func New(conn *websocket.Conn, h *hub.Hub, cfg Config, m *metrics.Metrics, log *slog.Logger) *Session {
+// New prepares a session on an upgraded connection. grant says which rooms
+// the client may join and until when; nil allows every room, for ever.
+func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *metrics.Metrics, log *slog.Logger) *Session {
 	s := &Session{
 		conn:       conn,
 		hub:        h,
 		cfg:        cfg,
+		grant:      grant,
 		metrics:    m,
 		log:        log,
 		rooms:      make(map[string]struct{}),
@@ -82,6 +89,9 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, m *metrics.Metrics, log *
 		readerDone: make(chan struct{}),
 	}
 	s.box = outbox.New(cfg.Outbox, s.overflowed)
+	// gorilla compresses every write once compression is negotiated;
+	// only the shared, prepared frames should be.
+	conn.EnableWriteCompression(false)
 	return s
 }
 
@@ -118,6 +128,16 @@ func (s *Session) Serve(ctx context.Context) {
 	s.metrics.ConnectionsAccepted.Inc()
 	s.metrics.Connections.Inc()
 	s.log.DebugContext(ctx, "connection opened")
+
+	// A token that expires closes the connection with 4001, so that the
+	// client fetches a new one and reconnects.
+	if d, ok := s.grant.ExpiresIn(time.Now()); ok {
+		expiry := time.AfterFunc(max(d, 0), func() {
+			s.metrics.TokensExpired.Inc()
+			s.Close(protocol.CloseTokenExpired, "token expired")
+		})
+		defer expiry.Stop()
+	}
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -231,6 +251,10 @@ func (s *Session) command(frame []byte) {
 func (s *Session) join(cmd protocol.Command) {
 	fail := func(code, msg string) {
 		s.reply(&protocol.Error{Code: code, Message: msg, Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID})
+	}
+	if !s.grant.Allows(cmd.Room) {
+		fail(protocol.CodeForbidden, "your token does not grant this room")
+		return
 	}
 	if cmd.HasSince && !s.cfg.History {
 		fail(protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
 	"github.com/roomcast/roomcast/pkg/config"
@@ -361,5 +362,61 @@ func TestGatewayModes(t *testing.T) {
 	}
 	if got := c.next(); got != `2/custom,["auth",{"token":"x"}]` {
 		t.Fatalf("auth event: %q", got)
+	}
+}
+
+// TestJWT: with auth.mode jwt, CONNECT takes the token from the auth
+// payload or the handshake request, and its grant decides joins.
+func TestJWT(t *testing.T) {
+	t.Parallel()
+	const secret = "roomcast-test-secret-0123456789abcdef"
+	g, _, _ := startGateway(t, func(c *config.Config) {
+		c.Auth.Mode = "jwt"
+		c.Auth.JWT.Secret = secret
+		c.Auth.JWT.Issuer, c.Auth.JWT.Audience = "test-idp", "roomcast"
+	}, nil)
+	sign := func(claims jwt.MapClaims) string {
+		c := jwt.MapClaims{"sub": "wall", "iss": "test-idp", "aud": "roomcast", "exp": time.Now().Add(time.Hour).Unix()}
+		for k, v := range claims {
+			c[k] = v
+		}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := sign(jwt.MapClaims{"rooms": []string{"sales"}})
+	expired := sign(jwt.MapClaims{"rooms": []string{"sales"}, "exp": time.Now().Add(-time.Hour).Unix()})
+
+	for _, auth := range []string{"", `{"token":"nope"}`, `{"token":"` + expired + `"}`} {
+		c := dial(t, g)
+		c.send("0" + auth)
+		if got := c.next(); !strings.HasPrefix(got, `4{"message":"unauthorized: `) {
+			t.Fatalf("auth %s: got %q", auth, got)
+		}
+	}
+	c := connect(t, g, `{"token":"`+good+`"}`)
+	c.send(`21["join",{"room":"visitors"}]`)
+	if got := c.nextOther(); !strings.HasPrefix(got, `2["error",{"code":"forbidden"`) {
+		t.Fatalf("got %q", got)
+	}
+	c.nextOther() // its ack
+	c.send(`22["join",{"room":"sales"}]`)
+	if got := c.nextOther(); got != `32[{"ok":true}]` {
+		t.Fatalf("got %q", got)
+	}
+
+	// The token in the handshake request, as for /ws.
+	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/socket.io/?EIO=4&transport=websocket&token="+good, nil)
+	if err != nil {
+		t.Fatalf("dial: %v %v", err, resp)
+	}
+	defer ws.Close()
+	q := &client{t: t, ws: ws}
+	q.next()
+	q.send("0")
+	if got := q.next(); !strings.HasPrefix(got, `0{"sid":"`) {
+		t.Fatalf("token in the query: %q", got)
 	}
 }

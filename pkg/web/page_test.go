@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/roomcast/roomcast/internal/roomtest"
 	"github.com/roomcast/roomcast/pkg/catalog"
@@ -234,4 +236,42 @@ func TestPageMemoryLongRun(t *testing.T) {
 	if h0 > 0 && h1 > h0*1.5 {
 		t.Errorf("JS heap grew from %.0f to %.0f bytes", h0, h1)
 	}
+}
+
+// TestPageWithToken: against a gateway with JWT auth, the page opened with
+// ?token= lists and shows only the rooms the token grants.
+func TestPageWithToken(t *testing.T) {
+	cfg := roomtest.Config(t, "")
+	cfg.Auth.Mode = "jwt"
+	cfg.Auth.JWT.Secret = "page-test-secret-0123456789abcdef"
+	g := roomtest.StartGateway(t, cfg)
+	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"exp": time.Now().Add(time.Hour).Unix(), "rooms": []string{"sales"},
+	}).SignedString([]byte(cfg.Auth.JWT.Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both rooms are in the catalogue before the page asks for it.
+	all, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"exp": time.Now().Add(time.Hour).Unix(), "rooms": []string{"*"},
+	}).SignedString([]byte(cfg.Auth.JWT.Secret))
+	roomtest.Eventually(t, 10*time.Second, func() error {
+		_, body := roomtest.Get(t, roomtest.URL(g, "/api/rooms"), http.Header{"Authorization": {"Bearer " + all}})
+		if !strings.Contains(body, `"visitors"`) || !strings.Contains(body, `"sales"`) {
+			return fmt.Errorf("catalogue %s", body)
+		}
+		return nil
+	})
+	b := roomtest.StartBrowser(t, 1280, 800)
+	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/?token="+tok)))
+	b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'live'`)
+	b.WaitJS(t, 20*time.Second, `document.querySelector('#toggles button[data-room="sales"]') !== null`)
+	b.WaitJS(t, 20*time.Second, value("sales", "sales")+` && /\d/.test(`+value("sales", "sales")+`)`)
+	if n := roomtest.Eval[int](t, b, `document.querySelectorAll('#toggles button[data-room="visitors"]').length`); n != 0 {
+		t.Fatalf("the page offers the visitors room, which the token does not grant")
+	}
+	// Without a token the page cannot connect.
+	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/")))
+	b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'reconnecting'`)
 }

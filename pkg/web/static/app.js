@@ -185,7 +185,10 @@ function saveRooms() {
 
 // ---- the client ----
 
-const client = new Roomcast.Client({url: 'ws', rooms: initialRooms()});
+// With auth.mode jwt the page may be opened as ...?token=<JWT> (a wall
+// screen has no login form); a cookie set by your own login works too.
+const token = params.get('token') || undefined;
+const client = new Roomcast.Client({url: 'ws', token, rooms: initialRooms()});
 window.roomcastDashboard = {client}; // for tests and the browser console
 
 client.on('state', ({state, attempt}) => {
@@ -542,8 +545,10 @@ let etag = null;
 
 async function pollCatalog() {
   try {
+    const headers = etag ? {'If-None-Match': etag} : {};
+    if (token) headers.Authorization = 'Bearer ' + token;
     const res = await fetch('api/rooms', {
-      headers: etag ? {'If-None-Match': etag} : {},
+      headers,
       cache: 'no-store', // we revalidate ourselves; keep the browser cache out
       signal: AbortSignal.timeout(2 * CATALOG_POLL_MS),
     });

@@ -12,6 +12,10 @@
  * new Roomcast.Client(options)
  *   url          WebSocket URL. Default: ws(s)://<this page's host>/ws.
  *                A relative or http(s) URL is resolved against the page.
+ *   token        for a gateway with auth.mode jwt: the token string, or a
+ *                function returning it, called before every connection
+ *                attempt (so it can hand out a fresh one). Sent as the token
+ *                query parameter; with a cookie-based setup leave it unset.
  *   rooms        rooms to be in from the start. Default []. An invalid
  *                name throws a TypeError, as in join().
  *   backoff      {initial: 500, max: 15000}: reconnect delays in ms.
@@ -79,6 +83,8 @@
  *     `initial` (then normal backoff, so a broken replica is not hammered).
  *   1003, 1007, 1008, 1009 (policy / protocol): retried with backoff from
  *     attempt 3 on, since retrying at once would likely repeat the problem.
+ *   4001 token expired: at once (the token option is asked again; a
+ *     page must make it return a fresh token), then normal backoff.
  *   4008 too slow, and everything else: normal backoff.
  * While navigator.onLine is false the state is 'offline' and no attempt is
  * made; the 'online' event reconnects at once.
@@ -87,7 +93,7 @@
   'use strict';
 
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
-  const QUICK = new Set([1012, 1013]);
+  const QUICK = new Set([1012, 1013, 4001]);
   const POLICY = new Set([1003, 1007, 1008, 1009]);
   // Refusals that will not change on retry: the room is no longer wanted.
   const FINAL = new Set(['bad_room', 'forbidden', 'too_many_rooms']);
@@ -104,9 +110,10 @@
   }
 
   class Client {
-    constructor({url, rooms = [], backoff = {}, deadAfter = 45000,
+    constructor({url, token, rooms = [], backoff = {}, deadAfter = 45000,
                  openTimeout = 10000, stableAfter = 10000} = {}) {
       this.url = resolveURL(url);
+      this.token = token;
       this.backoff = {initial: 500, max: 15000, ...backoff};
       this.deadAfter = deadAfter;
       this.openTimeout = openTimeout;
@@ -201,7 +208,7 @@
       if (this._attempt === 0) this._setState('connecting'); // else still 'reconnecting'
       let ws;
       try {
-        ws = new WebSocket(this.url);
+        ws = new WebSocket(this._urlWithToken());
       } catch (err) {
         // Refused before any network (a URL or policy the browser rejects):
         // report it and keep to the backoff rather than stop for good.
@@ -216,6 +223,14 @@
       this._timers.watch = setTimeout(() => {
         if (this._ws === ws) this._lost(1006, 'connection attempt timed out');
       }, this.openTimeout);
+    }
+
+    _urlWithToken() {
+      const token = typeof this.token === 'function' ? this.token() : this.token;
+      if (!token) return this.url;
+      const u = new URL(this.url);
+      u.searchParams.set('token', String(token));
+      return u.href;
     }
 
     _opened(ws) {
