@@ -27,9 +27,12 @@ type Config struct {
 	// MaxPayload is the largest request body (long-polling) or WebSocket
 	// message the server reads, announced in the handshake.
 	MaxPayload int
-	// MaxSessionsPerIP bounds the open sessions of one remote address; 0
+	// MaxSessionsPerIP bounds the open sessions of one client address; 0
 	// means no bound.
 	MaxSessionsPerIP int
+	// ClientIP returns the address a session is counted against; nil uses
+	// the TCP peer's. The gateway passes its trusted-proxy-aware one.
+	ClientIP func(r *http.Request) string
 	// WriteTimeout bounds writing one response or WebSocket frame.
 	WriteTimeout time.Duration
 	// CheckOrigin decides whether a browser request with an Origin header
@@ -259,6 +262,9 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 // an HTTP status when the session is refused.
 func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 	ip := remoteIP(r)
+	if s.cfg.ClientIP != nil {
+		ip = s.cfg.ClientIP(r)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

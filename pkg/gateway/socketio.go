@@ -42,6 +42,7 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		WriteTimeout:     g.cfg.WriteTimeout,
 		MaxPayload:       c.MaxPayload,
 		MaxSessionsPerIP: c.MaxSessionsPerIP,
+		ClientIP:         func(r *http.Request) string { return g.admit.clientIP(r).String() },
 		MaxRooms:         g.cfg.Limits.MaxRoomsPerConnection,
 		CommandRate:      g.cfg.Limits.CommandsPerSecond,
 		CommandBurst:     g.cfg.Limits.CommandBurst,

@@ -420,3 +420,27 @@ func TestJWT(t *testing.T) {
 		t.Fatalf("token in the query: %q", got)
 	}
 }
+
+// TestSessionsPerIP counts the X-Forwarded-For client behind a trusted
+// proxy, like /ws does.
+func TestSessionsPerIP(t *testing.T) {
+	t.Parallel()
+	g, _, _ := startGateway(t, func(c *config.Config) {
+		c.SocketIO.MaxSessionsPerIP = 1
+		c.TrustedProxies = []string{"127.0.0.1"}
+	}, nil)
+	url := roomtest.URL(g, "/socket.io/?EIO=4&transport=polling")
+	handshake := func(client string) int {
+		status, _ := roomtest.Get(t, url, http.Header{"X-Forwarded-For": {client}})
+		return status
+	}
+	if s := handshake("10.0.0.1"); s != 200 {
+		t.Fatalf("first session of 10.0.0.1: %d", s)
+	}
+	if s := handshake("10.0.0.1"); s != http.StatusTooManyRequests {
+		t.Fatalf("second session of 10.0.0.1: %d", s)
+	}
+	if s := handshake("10.0.0.2"); s != 200 {
+		t.Fatalf("first session of 10.0.0.2: %d", s)
+	}
+}

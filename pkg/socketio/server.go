@@ -59,7 +59,8 @@ type Config struct {
 	WriteTimeout     time.Duration
 	MaxPayload       int
 	MaxSessionsPerIP int
-	FrameGap         time.Duration // see engineio.Config; conformance mode only
+	ClientIP         func(*http.Request) string // see engineio.Config
+	FrameGap         time.Duration              // see engineio.Config; conformance mode only
 	MaxRooms         int
 	CommandRate      float64 // sustained events per second per session
 	CommandBurst     int
@@ -95,6 +96,7 @@ func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, 
 		PingTimeout:      cfg.PingTimeout,
 		MaxPayload:       cfg.MaxPayload,
 		MaxSessionsPerIP: cfg.MaxSessionsPerIP,
+		ClientIP:         cfg.ClientIP,
 		WriteTimeout:     cfg.WriteTimeout,
 		FrameGap:         cfg.FrameGap,
 		CheckOrigin:      cfg.CheckOrigin,
