@@ -44,6 +44,20 @@ type Config struct {
 	Compression Compression `mapstructure:"compression"`
 	Log         Log         `mapstructure:"log"`
 	Producer    Producer    `mapstructure:"producer"`
+	SocketIO    SocketIO    `mapstructure:"socketio"`
+}
+
+// SocketIO configures the Socket.IO (Engine.IO v4, Socket.IO v5) endpoint
+// at /socket.io/. Joins, rooms and the command rate follow limits.
+type SocketIO struct {
+	Enabled          bool          `mapstructure:"enabled"`
+	PingInterval     time.Duration `mapstructure:"ping_interval"`
+	PingTimeout      time.Duration `mapstructure:"ping_timeout"`
+	MaxPayload       int           `mapstructure:"max_payload"`
+	MaxSessionsPerIP int           `mapstructure:"max_sessions_per_ip"`
+	// Conformance serves what the official protocol test suites expect
+	// (short timings, echo handlers, /engine.io/); never in production.
+	Conformance bool `mapstructure:"conformance"`
 }
 
 // NATS configures the NATS connection.
@@ -237,6 +251,12 @@ func Default() Config {
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},
 		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+		SocketIO: SocketIO{
+			Enabled:      true,
+			PingInterval: 25 * time.Second,
+			PingTimeout:  20 * time.Second,
+			MaxPayload:   100000,
+		},
 	}
 }
 

@@ -177,6 +177,20 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.SocketIO.Enabled {
+		if c.SocketIO.PingInterval < 10*time.Millisecond {
+			bad("socketio.ping_interval", "must be at least 10ms, got %v", c.SocketIO.PingInterval)
+		}
+		if c.SocketIO.PingTimeout < 10*time.Millisecond {
+			bad("socketio.ping_timeout", "must be at least 10ms, got %v", c.SocketIO.PingTimeout)
+		}
+		if c.SocketIO.MaxPayload < 1024 || c.SocketIO.MaxPayload > 10<<20 {
+			bad("socketio.max_payload", "must be 1024 to 10485760 bytes, got %d", c.SocketIO.MaxPayload)
+		}
+		if c.SocketIO.MaxSessionsPerIP < 0 {
+			bad("socketio.max_sessions_per_ip", "must be 0 (no limit) or positive, got %d", c.SocketIO.MaxSessionsPerIP)
+		}
+	}
 	return errors.Join(errs...)
 }
 

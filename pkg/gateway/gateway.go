@@ -35,6 +35,9 @@ import (
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/session"
+
+	"github.com/roomcast/roomcast/pkg/engineio"
+	"github.com/roomcast/roomcast/pkg/socketio"
 )
 
 // Options are what Start takes besides the configuration.
@@ -43,6 +46,10 @@ type Options struct {
 	Listener net.Listener
 	// Log is the logger; nil discards.
 	Log *slog.Logger
+	// SocketIOAuthorize, if set, decides every Socket.IO namespace CONNECT
+	// (with the client's auth payload) and which rooms it may join; nil
+	// allows everything.
+	SocketIOAuthorize socketio.Authorize
 }
 
 // Gateway is a running gateway.
@@ -61,6 +68,8 @@ type Gateway struct {
 	sessCfg  session.Config
 	srv      *http.Server
 	ln       net.Listener
+	sio      *socketio.Server // nil when socketio.enabled is false
+	eioEcho  *engineio.Server // /engine.io/ in socketio.conformance mode
 
 	history bool          // updates carry seq; snapshot and resume from the stream
 	refresh chan struct{} // capacity 1: NATS reconnected, bring rooms up to date
@@ -195,6 +204,8 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 
+	g.startSocketIO(opts.SocketIOAuthorize)
+
 	var tlsCfg *tls.Config
 	if cfg.TLS.CertFile != "" {
 		if tlsCfg, err = serverTLS(cfg.TLS); err != nil {
@@ -318,6 +329,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 func (g *Gateway) shutdown(ctx context.Context) error {
 	start := time.Now()
 	g.draining.Store(true)
+	// Socket.IO first: a waiting long-poll is an active request that
+	// srv.Shutdown would otherwise wait for.
+	errSIO := g.stopSocketIO(ctx)
 	// Closes the listener; hijacked WebSocket connections are ours to close.
 	errHTTP := g.srv.Shutdown(ctx)
 
@@ -338,7 +352,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.closePoller()
 	errNATS := g.stopNATS(ctx)
 	g.bg.Wait()
-	err := errors.Join(errHTTP, errConns, errNATS)
+	err := errors.Join(errSIO, errHTTP, errConns, errNATS)
 	g.log.Info("shutdown complete", "took", time.Since(start), "err", err)
 	return err
 }
@@ -401,6 +415,7 @@ func (g *Gateway) Abort() {
 	g.shutdownOnce.Do(func() {
 		g.draining.Store(true)
 		_ = g.srv.Close()
+		g.abortSocketIO()
 		// Not under g.mu: an aborted session's onDone takes it.
 		for _, s := range g.openSessions() {
 			s.Abort()

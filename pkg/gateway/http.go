@@ -37,7 +37,7 @@ func (g *Gateway) routes() http.Handler {
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
-	return securityHeaders(mux)
+	return securityHeaders(g.withSocketIO(mux))
 }
 
 // securityHeaders: no MIME sniffing, and no Referer, since a wall

@@ -115,3 +115,16 @@ func appendString(dst []byte, s string) []byte {
 	}
 	return append(dst, b...)
 }
+
+// UpdateData returns the producer payload inside an update frame made by
+// AppendUpdate, without copying, or nil for another frame. It relies on
+// data being the frame's last field, and on no earlier field containing
+// `,"data":` (room names cannot). Package socketio uses it to re-wrap the
+// payload as a Socket.IO event.
+func UpdateData(frame []byte) []byte {
+	i := bytes.Index(frame, []byte(`,"data":`))
+	if i < 0 || frame[len(frame)-1] != '}' {
+		return nil
+	}
+	return frame[i+len(`,"data":`) : len(frame)-1]
+}

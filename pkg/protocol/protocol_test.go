@@ -269,6 +269,27 @@ func BenchmarkAppendUpdate(b *testing.B) {
 	}
 }
 
+func TestUpdateData(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		u    Update
+		want string
+	}{
+		{Update{Room: "sales", Data: []byte(`{"a":1}`)}, `{"a":1}`},
+		{Update{Room: "data", Seq: 42, Prev: 41, Missed: true, Data: []byte(`{"data":{"x":[1]}}`)}, `{"data":{"x":[1]}}`},
+	}
+	for _, tt := range tests {
+		if got := UpdateData(AppendUpdate(nil, tt.u)); string(got) != tt.want {
+			t.Errorf("%+v: got %q", tt.u, got)
+		}
+	}
+	for _, frame := range []string{`{"op":"joined","room":"sales","id":1}`, `{"op":"error","code":"x","message":"y"}`} {
+		if got := UpdateData([]byte(frame)); got != nil {
+			t.Errorf("%s: got %q", frame, got)
+		}
+	}
+}
+
 // FuzzValidRoom: a name is valid exactly when it matches the contract's
 // pattern, and a valid name is always one literal NATS subject token, so
 // no room can widen a subscription; CheckRoom agrees and explains.

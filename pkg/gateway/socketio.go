@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/roomcast/roomcast/pkg/auth"
+	"github.com/roomcast/roomcast/pkg/engineio"
+	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/socketio"
+)
+
+// Timings of socketio.conformance mode, as the official test suites expect.
+const (
+	conformancePingInterval   = 300 * time.Millisecond
+	conformancePingTimeout    = 200 * time.Millisecond
+	conformanceConnectTimeout = time.Second
+	conformanceMaxPayload     = 1000000
+	// conformanceFrameGap spaces WebSocket frames for the suites' client,
+	// which loses a message that arrives in the same read as the previous.
+	conformanceFrameGap = 20 * time.Millisecond
+)
+
+// startSocketIO builds the /socket.io/ server (and the /engine.io/ echo in
+// conformance mode) when socketio.enabled.
+func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
+	c := g.cfg.SocketIO
+	if !c.Enabled {
+		return
+	}
+	if authorize == nil {
+		authorize = g.socketIOAuth()
+	}
+	scfg := socketio.Config{
+		PingInterval:     c.PingInterval,
+		PingTimeout:      c.PingTimeout,
+		ConnectTimeout:   g.cfg.HandshakeTimeout,
+		WriteTimeout:     g.cfg.WriteTimeout,
+		MaxPayload:       c.MaxPayload,
+		MaxSessionsPerIP: c.MaxSessionsPerIP,
+		ClientIP:         func(r *http.Request) string { return g.admit.clientIP(r).String() },
+		MaxRooms:         g.cfg.Limits.MaxRoomsPerConnection,
+		CommandRate:      g.cfg.Limits.CommandsPerSecond,
+		CommandBurst:     g.cfg.Limits.CommandBurst,
+		Outbox: outbox.Limits{
+			ConflateAfter: g.cfg.Queue.ConflateAfter,
+			MaxMessages:   g.cfg.Queue.MaxMessages,
+			MaxBytes:      g.cfg.Queue.MaxBytes,
+		},
+		History:     g.history,
+		CheckOrigin: g.admit.originAllowed,
+		Authorize:   authorize,
+		Conformance: c.Conformance,
+	}
+	if c.Conformance {
+		g.log.Warn("socketio.conformance is on: test timings and echo handlers, not for production")
+		scfg.PingInterval, scfg.PingTimeout = conformancePingInterval, conformancePingTimeout
+		scfg.ConnectTimeout, scfg.MaxPayload = conformanceConnectTimeout, conformanceMaxPayload
+		scfg.FrameGap = conformanceFrameGap
+		g.eioEcho = engineio.NewServer(engineio.Config{
+			PingInterval: scfg.PingInterval,
+			PingTimeout:  scfg.PingTimeout,
+			MaxPayload:   scfg.MaxPayload,
+			FrameGap:     scfg.FrameGap,
+			WriteTimeout: scfg.WriteTimeout,
+			CheckOrigin:  scfg.CheckOrigin,
+			Open:         engineio.Echo,
+			Log:          g.log,
+		})
+	}
+	g.sio = socketio.New(g.hub, scfg, g.metrics, g.registry, g.log)
+}
+
+// socketIOAuth is the CONNECT check with auth.mode jwt: the token from the
+// client's auth option (io(url, {auth: {token}})), else from the handshake
+// request as for /ws (Authorization header, ?token=, the cookie). Its
+// grant decides joins. Nil without auth: everything is allowed.
+func (g *Gateway) socketIOAuth() socketio.Authorize {
+	a := g.admit.auth
+	if a == nil {
+		return nil
+	}
+	return func(r *http.Request, payload json.RawMessage) (socketio.Grant, error) {
+		var p struct {
+			Token string `json:"token"`
+		}
+		_ = json.Unmarshal(payload, &p)
+		var (
+			grant *auth.Grant
+			err   error
+		)
+		if p.Token != "" {
+			grant, err = a.Verify(p.Token)
+		} else {
+			grant, err = a.Authenticate(r)
+		}
+		if err != nil {
+			reason := auth.ReasonMalformed
+			var ae *auth.Error
+			if errors.As(err, &ae) {
+				reason = ae.Reason
+			}
+			g.metrics.AuthFailures.WithLabelValues(reason).Inc()
+			return nil, err
+		}
+		return grant, nil
+	}
+}
+
+// withSocketIO serves /socket.io/ (and, in conformance mode, /engine.io/)
+// for every method ahead of mux: Engine.IO answers GET, POST and OPTIONS
+// and refuses the rest with its own 400, which method patterns in the
+// mux ("GET /") would turn into 405.
+func (g *Gateway) withSocketIO(mux http.Handler) http.Handler {
+	if g.sio == nil {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/socket.io/"):
+			g.sio.ServeHTTP(w, r)
+		case g.eioEcho != nil && strings.HasPrefix(r.URL.Path, "/engine.io/"):
+			g.eioEcho.ServeHTTP(w, r)
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+func (g *Gateway) stopSocketIO(ctx context.Context) error {
+	var errs []error
+	if g.sio != nil {
+		errs = append(errs, g.sio.Shutdown(ctx))
+	}
+	if g.eioEcho != nil {
+		errs = append(errs, g.eioEcho.Shutdown(ctx, 1012, "server shutting down"))
+	}
+	return errors.Join(errs...)
+}
+
+func (g *Gateway) abortSocketIO() {
+	if g.sio != nil {
+		g.sio.Abort()
+	}
+	if g.eioEcho != nil {
+		g.eioEcho.Abort()
+	}
+}

@@ -1,0 +1,126 @@
+// Package socketio serves Socket.IO v5 clients (socket.io-client 4.x) on
+// top of package engineio, bridged to the gateway's hub: a page written
+// for a Socket.IO server — io(), emit('join', {room}), emit('leave',
+// {room}), on('update_data', fn) — joins the same rooms, on the same NATS
+// subscriptions, as native /ws clients.
+//
+// Each Engine.IO session gets one session here, whose *outbox.Outbox is
+// its hub Member: the hub queues native frames to it, and the session
+// translates them when the transport takes them — an update becomes the
+// event update_data carrying the producer's payload exactly, a joined or
+// left reply the acknowledgement of the emit that asked for it. Because
+// the transport takes only when the client can receive, a slow client's
+// backlog stays in the outbox, where it is conflated and bounded like a
+// native client's.
+//
+// Events from the client: join and leave with {room} (or the room name as
+// a string); the ack, if the emit asked for one, gets {ok:true} or
+// {ok:false,error:{code,message}}, and every refusal is also emitted as the
+// event error {code,message,room}. Codes are the native protocol's.
+//
+// Goroutines: none of its own; see package engineio. A session's Message
+// and Closed calls are serialised by engineio, so the session's rooms,
+// namespaces and rate limiter are owned by whichever goroutine carries the
+// current packet; what the writer's Take shares is under session.mu.
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/pkg/engineio"
+	"github.com/roomcast/roomcast/pkg/hub"
+	"github.com/roomcast/roomcast/pkg/metrics"
+	"github.com/roomcast/roomcast/pkg/outbox"
+)
+
+// Grant is what an authorized connection may do.
+type Grant interface {
+	// Allows reports whether the connection may join room.
+	Allows(room string) bool
+}
+
+// Authorize decides a namespace CONNECT: r is the request that opened the
+// Engine.IO session, auth the CONNECT packet's payload (the client's auth
+// option; nil when absent). An error refuses the connection with
+// CONNECT_ERROR carrying its text; a nil Grant allows every room.
+type Authorize func(r *http.Request, auth json.RawMessage) (Grant, error)
+
+// Config tunes a Server. See config.yaml (socketio and limits) for what
+// each value protects.
+type Config struct {
+	PingInterval     time.Duration
+	PingTimeout      time.Duration
+	ConnectTimeout   time.Duration // a session that connects no namespace in this time is closed
+	WriteTimeout     time.Duration
+	MaxPayload       int
+	MaxSessionsPerIP int
+	ClientIP         func(*http.Request) string // see engineio.Config
+	FrameGap         time.Duration              // see engineio.Config; conformance mode only
+	MaxRooms         int
+	CommandRate      float64 // sustained events per second per session
+	CommandBurst     int
+	Outbox           outbox.Limits
+	History          bool // join may carry since
+	CheckOrigin      func(*http.Request) bool
+	// Authorize, if set, decides every CONNECT; nil allows everything.
+	Authorize Authorize
+	// Conformance adds what the official protocol test suites expect: the
+	// auth event on connect, message → message-back, message-with-ack, and
+	// the /custom namespace.
+	Conformance bool
+}
+
+// Server is the /socket.io/ endpoint. It is an http.Handler.
+type Server struct {
+	cfg     Config
+	hub     *hub.Hub
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	eio     *engineio.Server
+}
+
+// New returns a server on hub h and registers roomcast_socketio_sessions
+// on reg.
+func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, hub: h, metrics: m, log: log}
+	s.eio = engineio.NewServer(engineio.Config{
+		PingInterval:     cfg.PingInterval,
+		PingTimeout:      cfg.PingTimeout,
+		MaxPayload:       cfg.MaxPayload,
+		MaxSessionsPerIP: cfg.MaxSessionsPerIP,
+		ClientIP:         cfg.ClientIP,
+		WriteTimeout:     cfg.WriteTimeout,
+		FrameGap:         cfg.FrameGap,
+		CheckOrigin:      cfg.CheckOrigin,
+		Open:             s.open,
+		Log:              log,
+	})
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roomcast_socketio_sessions",
+		Help: "Open Socket.IO (Engine.IO) sessions, long-polling or WebSocket.",
+	}, func() float64 { return float64(s.eio.Len()) }))
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eio.ServeHTTP(w, r) }
+
+// Sessions returns the number of open sessions.
+func (s *Server) Sessions() int { return s.eio.Len() }
+
+// Shutdown closes every session (WebSocket close code 1012, service
+// restart: clients reconnect, ideally to another replica) and waits for
+// them, or until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.eio.Shutdown(ctx, 1012, "server shutting down")
+}
+
+// Abort drops every session at once, as a crash would.
+func (s *Server) Abort() { s.eio.Abort() }
