@@ -16,6 +16,9 @@ type Conn struct {
 	ip  string
 	req *http.Request // the handshake request, detached from its context
 	h   Handler
+	// release gives back the gateway's connection slot (Config.Admit);
+	// called by Server.remove, under its mu.
+	release func()
 
 	recvMu sync.Mutex // serialises h.Message and h.Closed
 	ended  bool       // h.Closed has been called; guarded by recvMu

@@ -33,6 +33,10 @@ type Config struct {
 	// ClientIP returns the address a session is counted against; nil uses
 	// the TCP peer's. The gateway passes its trusted-proxy-aware one.
 	ClientIP func(r *http.Request) string
+	// Admit, if set, is asked before a session opens: a non-zero status
+	// refuses it (e.g. 503 when the gateway is full); release is called
+	// once when the session ends.
+	Admit func(r *http.Request) (release func(), status int)
 	// WriteTimeout bounds writing one response or WebSocket frame.
 	WriteTimeout time.Duration
 	// CheckOrigin decides whether a browser request with an Origin header
@@ -275,7 +279,16 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 		s.log.Debug("session refused: too many from this address", "ip", ip)
 		return nil, http.StatusTooManyRequests
 	}
+	var release func()
+	if s.cfg.Admit != nil {
+		var status int
+		if release, status = s.cfg.Admit(r); status != 0 {
+			s.mu.Unlock()
+			return nil, status
+		}
+	}
 	c := newConn(s, newID(), ip, r, ws)
+	c.release = release
 	s.sessions[c.id] = c
 	s.perIP[ip]++
 	s.wg.Add(1)
@@ -301,6 +314,9 @@ func (s *Server) remove(c *Conn) {
 	delete(s.sessions, c.id)
 	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
 		delete(s.perIP, c.ip)
+	}
+	if c.release != nil {
+		c.release()
 	}
 }
 

@@ -16,16 +16,17 @@ func (s *Server) serveNewWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
 	}
+	// Admission first, so that a refused client gets an HTTP status it
+	// can act on (503: try another replica; 429: too many from you).
+	c, status := s.newConn(r, true)
+	if c == nil {
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		c.abort()
 		return // the upgrader has answered
-	}
-	c, _ := s.newConn(r, true)
-	if c == nil {
-		msg := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "session refused")
-		_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-		_ = ws.Close()
-		return
 	}
 	c.mu.Lock()
 	c.ws = ws

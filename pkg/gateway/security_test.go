@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -565,4 +566,65 @@ func TestHandshakeTimeout(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSocketIOTokenAndLimits: a Socket.IO session authenticates with the
+// token in its CONNECT auth, is closed with 4001 when the token expires
+// (as /ws is), and counts against limits.max_connections.
+func TestSocketIOTokenAndLimits(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	cfg := authConfig(t, ns.ClientURL())
+	cfg.Limits.MaxConnections = 2
+	g := roomtest.StartGateway(t, cfg)
+	sio := "ws://" + g.Addr().String() + "/socket.io/?EIO=4&transport=websocket"
+
+	connect := func(tok string) (*websocket.Conn, string) {
+		c, _, err := websocket.DefaultDialer.Dial(sio, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, open, err := c.ReadMessage(); err != nil || open[0] != '0' {
+			t.Fatalf("open packet %q, %v", open, err)
+		}
+		_ = c.WriteMessage(websocket.TextMessage, []byte(`40{"token":"`+tok+`"}`))
+		_, reply, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, string(reply)
+	}
+	if _, reply := connect("not-a-token"); !strings.HasPrefix(reply, "44") {
+		t.Fatalf("bad token: %q, want CONNECT_ERROR (44)", reply)
+	}
+	short := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}, "exp": time.Now().Add(2 * time.Second).Unix()})
+	c, reply := connect(short)
+	if !strings.HasPrefix(reply, "40") {
+		t.Fatalf("good token: %q, want CONNECT (40)", reply)
+	}
+	// Two sessions are open (the refused one may still be closing): the
+	// gateway is full for /ws and for /socket.io/.
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		_, resp, err := websocket.DefaultDialer.Dial(sio, nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("third session: %v %v, want 503", resp, err)
+		}
+		return nil
+	})
+	code := 0
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			break
+		}
+	}
+	if code != 4001 {
+		t.Fatalf("close code %d when the token expired, want 4001", code)
+	}
 }

@@ -43,9 +43,23 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		MaxPayload:       c.MaxPayload,
 		MaxSessionsPerIP: c.MaxSessionsPerIP,
 		ClientIP:         func(r *http.Request) string { return g.admit.clientIP(r).String() },
-		MaxRooms:         g.cfg.Limits.MaxRoomsPerConnection,
-		CommandRate:      g.cfg.Limits.CommandsPerSecond,
-		CommandBurst:     g.cfg.Limits.CommandBurst,
+		// Socket.IO sessions count against limits.max_connections and
+		// max_connections_per_ip like WebSocket connections.
+		Admit: func(r *http.Request) (func(), int) {
+			ip := g.admit.clientIP(r)
+			switch err := g.admit.acquire(ip); {
+			case errors.Is(err, errGatewayFull):
+				g.metrics.ConnectionsRefused.WithLabelValues(err.Error()).Inc()
+				return nil, http.StatusServiceUnavailable
+			case errors.Is(err, errIPFull):
+				g.metrics.ConnectionsRefused.WithLabelValues(err.Error()).Inc()
+				return nil, http.StatusTooManyRequests
+			}
+			return func() { g.admit.release(ip) }, 0
+		},
+		MaxRooms:     g.cfg.Limits.MaxRoomsPerConnection,
+		CommandRate:  g.cfg.Limits.CommandsPerSecond,
+		CommandBurst: g.cfg.Limits.CommandBurst,
 		Outbox: outbox.Limits{
 			ConflateAfter: g.cfg.Queue.ConflateAfter,
 			MaxMessages:   g.cfg.Queue.MaxMessages,

@@ -59,8 +59,9 @@ type Config struct {
 	WriteTimeout     time.Duration
 	MaxPayload       int
 	MaxSessionsPerIP int
-	ClientIP         func(*http.Request) string // see engineio.Config
-	FrameGap         time.Duration              // see engineio.Config; conformance mode only
+	ClientIP         func(*http.Request) string                       // see engineio.Config
+	Admit            func(*http.Request) (release func(), status int) // see engineio.Config
+	FrameGap         time.Duration                                    // see engineio.Config; conformance mode only
 	MaxRooms         int
 	CommandRate      float64 // sustained events per second per session
 	CommandBurst     int
@@ -97,6 +98,7 @@ func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, 
 		MaxPayload:       cfg.MaxPayload,
 		MaxSessionsPerIP: cfg.MaxSessionsPerIP,
 		ClientIP:         cfg.ClientIP,
+		Admit:            cfg.Admit,
 		WriteTimeout:     cfg.WriteTimeout,
 		FrameGap:         cfg.FrameGap,
 		CheckOrigin:      cfg.CheckOrigin,

@@ -25,13 +25,15 @@ type session struct {
 
 	// Owned by the goroutine carrying the current packet (engineio
 	// serialises Message and Closed).
-	nsps     map[string]Grant // connected namespaces
-	rooms    map[string]struct{}
-	limiter  *rate.Limiter
-	rejected int      // events refused in a row by the rate limit
-	partial  *packet  // a binary packet waiting for its attachments
-	attached [][]byte // the attachments received so far
-	timer    *time.Timer
+	nsps      map[string]Grant // connected namespaces
+	rooms     map[string]struct{}
+	limiter   *rate.Limiter
+	rejected  int      // events refused in a row by the rate limit
+	partial   *packet  // a binary packet waiting for its attachments
+	attached  [][]byte // the attachments received so far
+	timer     *time.Timer
+	expiry    *time.Timer // the earliest expiring grant of a connected namespace
+	expiresAt time.Time
 
 	connected atomic.Bool // some namespace was connected: the connect timeout is off
 
@@ -64,9 +66,43 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 	return ss
 }
 
+// expiringGrant is a Grant that ends (an auth.Grant from a JWT).
+type expiringGrant interface {
+	ExpiresIn(now time.Time) (time.Duration, bool)
+}
+
+// expireWith closes the Engine.IO session, with 4001 on a WebSocket, when
+// grant expires, as /ws does: the client reconnects on its own and
+// CONNECTs again, and its auth option (a function) can fetch a new token.
+func (ss *session) expireWith(grant Grant) {
+	eg, ok := grant.(expiringGrant)
+	if !ok {
+		return
+	}
+	d, ok := eg.ExpiresIn(time.Now())
+	if !ok {
+		return
+	}
+	if ss.expiry != nil && !ss.expiry.Stop() {
+		return // an earlier expiry has fired already
+	}
+	if ss.expiry != nil {
+		// Keep the earlier of the two.
+		d = min(d, time.Until(ss.expiresAt))
+	}
+	ss.expiresAt = time.Now().Add(d)
+	ss.expiry = time.AfterFunc(max(d, 0), func() {
+		ss.srv.metrics.TokensExpired.Inc()
+		ss.conn.Close(protocol.CloseTokenExpired, "token expired")
+	})
+}
+
 // Closed leaves every room; updates still queued are dropped.
 func (ss *session) Closed(reason string) {
 	ss.timer.Stop()
+	if ss.expiry != nil {
+		ss.expiry.Stop()
+	}
 	ss.leaveAll()
 	ss.box.Close()
 	ss.srv.metrics.Connections.Dec()
@@ -153,6 +189,7 @@ func (ss *session) connect(p packet) {
 	}
 	ss.nsps[p.Nsp] = grant
 	ss.connected.Store(true)
+	ss.expireWith(grant)
 	if p.Nsp == "/" {
 		ss.mu.Lock()
 		ss.main = true
