@@ -17,6 +17,9 @@ import (
 type Config struct {
 	// Listen is the gateway's HTTP address.
 	Listen string `mapstructure:"listen"`
+	// MetricsListen, if set, serves /metrics on this address instead of
+	// on Listen, so that the public listener never exposes it.
+	MetricsListen string `mapstructure:"metrics_listen"`
 	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
 	// may open a WebSocket; empty means same origin only. "*" allows all.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`

@@ -28,6 +28,9 @@ func (c *Config) Validate() error {
 	}
 
 	check("listen", checkAddr(c.Listen))
+	if c.MetricsListen != "" {
+		check("metrics_listen", checkAddr(c.MetricsListen))
+	}
 	for i, o := range c.AllowedOrigins {
 		check(fmt.Sprintf("allowed_origins[%d]", i), checkOrigin(o))
 	}

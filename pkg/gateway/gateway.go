@@ -68,8 +68,11 @@ type Gateway struct {
 	sessCfg  session.Config
 	srv      *http.Server
 	ln       net.Listener
-	sio      *socketio.Server // nil when socketio.enabled is false
-	eioEcho  *engineio.Server // /engine.io/ in socketio.conformance mode
+
+	metricsSrv *http.Server // with metrics_listen
+	metricsLn  net.Listener
+	sio        *socketio.Server // nil when socketio.enabled is false
+	eioEcho    *engineio.Server // /engine.io/ in socketio.conformance mode
 
 	history bool          // updates carry seq; snapshot and resume from the stream
 	refresh chan struct{} // capacity 1: NATS reconnected, bring rooms up to date
@@ -259,6 +262,22 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			}
 		})
 	}
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			_ = g.ln.Close()
+			return nil, fmt.Errorf("metrics_listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", g.metricsHandler())
+		g.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: cfg.HandshakeTimeout}
+		g.metricsLn = mln
+		g.goBackground(func() {
+			if err := g.metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		})
+	}
 	g.goBackground(func() {
 		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP server stopped", "err", err)
@@ -287,6 +306,14 @@ func (g *Gateway) goBackground(f func()) {
 
 // Addr is the address the HTTP server listens on.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
+
+// MetricsAddr is the metrics_listen address, or nil without one.
+func (g *Gateway) MetricsAddr() net.Addr {
+	if g.metricsLn == nil {
+		return nil
+	}
+	return g.metricsLn.Addr()
+}
 
 // NATS is the gateway's NATS connection.
 func (g *Gateway) NATS() *nats.Conn { return g.nc }
@@ -350,6 +377,9 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.cancel()
 	g.hub.Close()
 	g.closePoller()
+	if g.metricsSrv != nil {
+		_ = g.metricsSrv.Close()
+	}
 	errNATS := g.stopNATS(ctx)
 	g.bg.Wait()
 	err := errors.Join(errSIO, errHTTP, errConns, errNATS)
@@ -422,6 +452,9 @@ func (g *Gateway) Abort() {
 		}
 		g.cancel()
 		g.hub.Close()
+		if g.metricsSrv != nil {
+			_ = g.metricsSrv.Close()
+		}
 		g.nc.Close() // no drain: stopNATS finds it closed
 		g.conns.Wait()
 		g.closePoller()

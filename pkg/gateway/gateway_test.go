@@ -534,3 +534,18 @@ func TestMetricsScrape(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsListen: with metrics_listen, /metrics is served there and not
+// on the public listener.
+func TestMetricsListen(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.MetricsListen = "127.0.0.1:0"
+	g := roomtest.StartGateway(t, cfg)
+	if code, _ := roomtest.Get(t, roomtest.URL(g, "/metrics"), nil); code != http.StatusNotFound {
+		t.Fatalf("/metrics on the public listener: %d, want 404", code)
+	}
+	if code, body := roomtest.Get(t, "http://"+g.MetricsAddr().String()+"/metrics", nil); code != 200 || !strings.Contains(body, "roomcast_connections") {
+		t.Fatalf("/metrics on metrics_listen: %d", code)
+	}
+}

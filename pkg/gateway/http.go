@@ -36,8 +36,14 @@ func (g *Gateway) routes() http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
+	if g.cfg.MetricsListen == "" {
+		mux.Handle("GET /metrics", g.metricsHandler())
+	}
 	return securityHeaders(g.withSocketIO(mux))
+}
+
+func (g *Gateway) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{})
 }
 
 // securityHeaders: no MIME sniffing, and no Referer, since a wall
