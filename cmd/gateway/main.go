@@ -91,7 +91,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			_ = g.Shutdown(context.Background())
 			return err
 		}
-		p, err := producer.New(nc, producer.Options{SubjectPrefix: cfg.NATS.SubjectPrefix, CatalogBucket: cfg.NATS.CatalogBucket})
+		p, err := producer.New(nc, producer.Options{SubjectPrefix: cfg.NATS.SubjectPrefix, CatalogBucket: cfg.NATS.CatalogBucket, CatalogReplicas: cfg.History.Replicas})
 		if err != nil {
 			stopProducers()
 			nc.Close()

@@ -69,7 +69,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	t.Parallel()
 	ns := roomtest.StartNATSWith(t, &server.Options{})
 	nc := roomtest.Connect(t, ns)
-	s := catalog.NewStore(catalog.DefaultBucket, roomtest.Logger(t))
+	s := catalog.NewStore(catalog.DefaultBucket, 1, roomtest.Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nc) }()
@@ -81,7 +81,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	})
 	actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 	defer acancel()
-	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, catalog.Entry{Room: "sales", Title: "Sales"}); err != nil {
+	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, 1, catalog.Entry{Room: "sales", Title: "Sales"}); err != nil {
 		t.Fatal(err)
 	}
 	roomtest.Eventually(t, 5*time.Second, func() error {

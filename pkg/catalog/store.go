@@ -19,8 +19,9 @@ import (
 
 // Store is a gateway's view of the catalogue, kept current by Run.
 type Store struct {
-	bucket string
-	log    *slog.Logger
+	bucket   string
+	replicas int // for a bucket Run has to create
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	entries map[string]Entry
@@ -43,8 +44,10 @@ func (s *Store) setSynced(v bool) {
 }
 
 // NewStore returns an empty store for bucket.
-func NewStore(bucket string, log *slog.Logger) *Store {
-	return &Store{bucket: bucket, log: log, entries: make(map[string]Entry)}
+//
+// replicas is used if the bucket has to be created (history.replicas).
+func NewStore(bucket string, replicas int, log *slog.Logger) *Store {
+	return &Store{bucket: bucket, replicas: replicas, log: log, entries: make(map[string]Entry)}
 }
 
 // List returns the entries sorted by room, and a version that changes
@@ -125,7 +128,7 @@ func (s *Store) watch(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	kv, err := openBucket(ctx, js, s.bucket)
+	kv, err := openBucket(ctx, js, s.bucket, s.replicas)
 	if err != nil {
 		return err
 	}
@@ -159,7 +162,7 @@ func (s *Store) watch(ctx context.Context, nc *nats.Conn) error {
 // openBucket returns the catalogue bucket, creating it if it does not
 // exist. An existing bucket is used as it is, so an operator may create it
 // with other settings (replicas, say).
-func openBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -167,6 +170,7 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jet
 			Description:  "roomcast room catalogue: one key per room",
 			History:      1,
 			MaxValueSize: MaxEntryBytes,
+			Replicas:     max(replicas, 1),
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, bucket)
@@ -211,7 +215,10 @@ func (s *Store) follow(ctx context.Context, nc *nats.Conn, d time.Duration) erro
 // and gateways starts first. Without JetStream it is a plain publish on
 // the same subject, which running gateways follow. Producers call it at
 // start and then periodically.
-func Announce(ctx context.Context, nc *nats.Conn, bucket string, e Entry) error {
+//
+// replicas is used if the bucket has to be created: history.replicas, so
+// that the catalogue survives a node's loss as the history does.
+func Announce(ctx context.Context, nc *nats.Conn, bucket string, replicas int, e Entry) error {
 	if e.Metrics == nil {
 		e.Metrics = []Metric{}
 	}
@@ -226,7 +233,7 @@ func Announce(ctx context.Context, nc *nats.Conn, bucket string, e Entry) error 
 	if err != nil {
 		return err
 	}
-	kv, err := openBucket(ctx, js, bucket)
+	kv, err := openBucket(ctx, js, bucket, replicas)
 	switch {
 	case errors.Is(err, errNoJetStream):
 		return nc.Publish(Subject(bucket, e.Room), data)

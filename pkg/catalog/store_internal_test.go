@@ -9,7 +9,7 @@ import (
 // it every announce_interval) does not count as a change.
 func TestVersionFollowsContent(t *testing.T) {
 	t.Parallel()
-	s := NewStore(DefaultBucket, slog.New(slog.DiscardHandler))
+	s := NewStore(DefaultBucket, 1, slog.New(slog.DiscardHandler))
 	entry := []byte(`{"title":"Sales","metrics":[{"key":"sales","label":"Sales"}]}`)
 	steps := []struct {
 		do      func()

@@ -49,6 +49,23 @@ func startFailover(t *testing.T, drainWindow time.Duration) *failoverEnv {
 		e.gateways = append(e.gateways, g)
 		e.addrs = append(e.addrs, g.Addr().String())
 	}
+	// The catalogue bucket has as many copies as the history.
+	js, err := jetstream.New(e.gateways[0].NATS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomtest.Eventually(t, 10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, "KV_roomcast_catalog")
+		if err != nil {
+			return err
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			return fmt.Errorf("catalogue bucket has %d replicas, want 3", r)
+		}
+		return nil
+	})
 	e.stopProducer = e.produce()
 	for i := range 12 {
 		e.clients = append(e.clients, roomtest.StartResumer(e.addrs, i%3, failoverRooms))

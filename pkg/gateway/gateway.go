@@ -163,7 +163,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.metrics = metrics.New(g.registry)
 	g.hub = hub.New(rooms, hopts, g.metrics, g.registry, log)
 	g.registerGauges()
-	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, log)
+	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, log)
 	if cfg.TLS.CertFile == "" {
 		if g.poller, err = session.NewPoller(); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)

@@ -104,6 +104,7 @@ type room struct {
 
 	deliverMu sync.Mutex
 	lastSeen  uint64       // seq of the newest update processed, valid or not
+	loaded    bool         // the stream was asked for the latest update (found or not)
 	scratch   bytes.Buffer // payload compaction
 
 	mu       sync.Mutex
@@ -240,8 +241,12 @@ func (h *Hub) historyFor(r *room, req JoinRequest) []outbox.Message {
 
 // loadLatestLocked fills a cold room's cache from the stream. deliverMu
 // must be held.
+//
+// A room with nothing stored is asked once, not on every join: the room's
+// subscription was taken before the question, so anything published since
+// arrives live.
 func (h *Hub) loadLatestLocked(ctx context.Context, r *room) {
-	if r.lastSeen != 0 {
+	if r.lastSeen != 0 || r.loaded {
 		return
 	}
 	msg, found, err := h.opts.History.Latest(ctx, r.name)
@@ -249,6 +254,7 @@ func (h *Hub) loadLatestLocked(ctx context.Context, r *room) {
 		h.log.Warn("loading the latest update failed", "room", r.name, "err", err)
 		return
 	}
+	r.loaded = true
 	if found {
 		h.processLocked(r, msg.Seq, msg.Prev, msg.Data, false)
 	}

@@ -30,6 +30,9 @@ import (
 type Options struct {
 	SubjectPrefix string // default protocol.DefaultSubjectPrefix
 	CatalogBucket string // default catalog.DefaultBucket
+	// CatalogReplicas is used if the catalogue bucket must be created
+	// (history.replicas); default 1.
+	CatalogReplicas int
 	// Now is the clock for the ts field; default time.Now.
 	Now func() time.Time
 }
@@ -37,10 +40,11 @@ type Options struct {
 // Publisher publishes to one NATS connection. It is safe for concurrent
 // use.
 type Publisher struct {
-	nc     *nats.Conn
-	prefix string
-	bucket string
-	now    func() time.Time
+	nc       *nats.Conn
+	prefix   string
+	bucket   string
+	replicas int
+	now      func() time.Time
 
 	published atomic.Uint64
 	errors    atomic.Uint64
@@ -59,7 +63,7 @@ func (p *Publisher) Stats() Stats {
 
 // New returns a publisher on nc, which the caller keeps owning.
 func New(nc *nats.Conn, opts Options) (*Publisher, error) {
-	p := &Publisher{nc: nc, prefix: opts.SubjectPrefix, bucket: opts.CatalogBucket, now: opts.Now}
+	p := &Publisher{nc: nc, prefix: opts.SubjectPrefix, bucket: opts.CatalogBucket, replicas: opts.CatalogReplicas, now: opts.Now}
 	if p.prefix == "" {
 		p.prefix = protocol.DefaultSubjectPrefix
 	}
@@ -87,7 +91,7 @@ func (p *Publisher) Subject(room string) (string, error) {
 // periodically (Run does, every producer.announce_interval) so that
 // gateways running without JetStream learn it too.
 func (p *Publisher) Announce(ctx context.Context, e catalog.Entry) error {
-	return catalog.Announce(ctx, p.nc, p.bucket, e)
+	return catalog.Announce(ctx, p.nc, p.bucket, p.replicas, e)
 }
 
 // Publish publishes one update of room: the metrics as a JSON object, with
