@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String("log-level", "", "debug, info, warn or error; overrides log.level")
 	fs.String("log-format", "", "text or json; overrides log.format")
 	healthcheck := fs.Bool("healthcheck", false, "check /healthz of the gateway listening on this configuration's port and exit 0 if it answers 200 (for container healthchecks: the image has no shell or curl)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file until the gateway stops; for performance work")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +74,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return checkHealth(cfg.Listen, cfg.TLS.CertFile != "")
 	}
 	log := cfg.Log.NewLogger(stderr)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

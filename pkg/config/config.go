@@ -165,6 +165,9 @@ type Queue struct {
 	MaxMessages   int `mapstructure:"max_messages"`
 	MaxBytes      int `mapstructure:"max_bytes"`
 	BatchBytes    int `mapstructure:"batch_bytes"`
+	// CoalesceDelay: a client's writer, woken by a first queued message,
+	// waits this long so that what follows leaves in the same frame.
+	CoalesceDelay time.Duration `mapstructure:"coalesce_delay"`
 }
 
 // Compression configures permessage-deflate for clients that offer it.
@@ -250,6 +253,7 @@ func Default() Config {
 			MaxMessages:   256,
 			MaxBytes:      1 << 20,
 			BatchBytes:    32 << 10,
+			CoalesceDelay: 0,
 		},
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},

@@ -105,6 +105,9 @@ func (c *Config) Validate() error {
 	positive("queue.max_messages", c.Queue.MaxMessages)
 	positive("queue.max_bytes", c.Queue.MaxBytes)
 	positive("queue.batch_bytes", c.Queue.BatchBytes)
+	if c.Queue.CoalesceDelay < 0 || c.Queue.CoalesceDelay > 100*time.Millisecond {
+		bad("queue.coalesce_delay", "must be 0 to 100ms, got %v", c.Queue.CoalesceDelay)
+	}
 	if c.Queue.MaxMessages <= c.Queue.ConflateAfter {
 		bad("queue.max_messages", "must be larger than queue.conflate_after (%d), got %d", c.Queue.ConflateAfter, c.Queue.MaxMessages)
 	}

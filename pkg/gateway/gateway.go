@@ -178,6 +178,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		CommandRate:   cfg.Limits.CommandsPerSecond,
 		CommandBurst:  cfg.Limits.CommandBurst,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
+		CoalesceDelay: cfg.Queue.CoalesceDelay,
 		History:       g.history,
 		Poller:        g.poller,
 		Outbox: outbox.Limits{

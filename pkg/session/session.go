@@ -49,6 +49,7 @@ type Config struct {
 	CommandBurst  int           // commands allowed at once
 	Outbox        outbox.Limits // slow-client policy
 	MaxBatchBytes int           // a batch is split into frames of about this size
+	CoalesceDelay time.Duration // a woken writer waits this long before taking the queue
 	// History tells whether the gateway can serve "since"; without it a
 	// resume is refused with history_unavailable.
 	History bool
@@ -106,6 +107,10 @@ type Session struct {
 
 	lastRead atomic.Int64 // unix nanoseconds of the client's last bytes
 	writing  atomic.Bool  // a writer goroutine is running
+
+	// Owned by the writer goroutine of the moment.
+	wdl    time.Time     // the socket's write deadline as last set
+	wdlFor time.Duration // the timeout it was set for
 
 	hbMu         sync.Mutex // the heartbeat's state
 	pingSent     int64      // unix nanoseconds
@@ -190,6 +195,8 @@ func (s *Session) Start(onDone func()) {
 func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
 	s.Close(protocol.CloseTooSlow, "client too slow")
+	// (A writer between its 4008 check and its write may set a later
+	// deadline again: it then gives up at write_timeout at the latest.)
 	_ = s.nc.SetWriteDeadline(time.Now())
 }
 
