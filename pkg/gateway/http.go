@@ -134,21 +134,19 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.SetCompressionLevel(g.cfg.Compression.Level)
 	}
 	s := session.New(conn, g.hub, scfg, grant, g.metrics, g.log, logArgs...)
-	if !g.track(s) {
+	// The session goes on without this goroutine: returning lets net/http
+	// free the request's buffers, so an idle connection costs only its
+	// own small state.
+	if !g.track(s, func() {
+		g.untrack(s)
+		g.admit.release(ip)
+	}) {
 		// Shutdown began during the handshake.
 		g.admit.release(ip)
 		msg := websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server shutting down")
 		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		_ = conn.Close()
-		return
 	}
-	// The session goes on without this goroutine: returning lets net/http
-	// free the request's buffers, so an idle connection costs only its
-	// own small state.
-	s.Start(func() {
-		g.untrack(s)
-		g.admit.release(ip)
-	})
 }
 
 // offersDeflate reports whether the client offered permessage-deflate,
@@ -165,11 +163,14 @@ func offersDeflate(r *http.Request) bool {
 	return false
 }
 
-// track registers a session so that Shutdown closes it and waits for it.
-// It refuses once shutdown has begun: Shutdown sets draining before it
-// takes g.mu, so every session it does not see is refused here, and no
-// conns.Add can race its conns.Wait.
-func (g *Gateway) track(s *session.Session) bool {
+// track registers a session so that Shutdown closes it and waits for it,
+// and starts it. It refuses once shutdown has begun: Shutdown sets
+// draining before it takes g.mu, so every session it does not see is
+// refused here, and no conns.Add can race its conns.Wait. Starting under
+// g.mu means Shutdown and Abort never see a session not yet started
+// (Start only launches; the session's end, which takes g.mu in onDone,
+// happens on other goroutines).
+func (g *Gateway) track(s *session.Session, onDone func()) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.draining.Load() {
@@ -177,6 +178,7 @@ func (g *Gateway) track(s *session.Session) bool {
 	}
 	g.conns.Add(1)
 	g.sessions[s] = struct{}{}
+	s.Start(onDone)
 	return true
 }
 

@@ -18,6 +18,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -156,15 +157,15 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 }
 
 // Start runs the session and returns at once; onDone is called when it has
-// ended.
+// ended. Close and Abort must not be called before Start.
 func (s *Session) Start(onDone func()) {
 	s.onDone = onDone
 	s.start = time.Now()
 	s.lastRead.Store(s.start.UnixNano())
 	s.metrics.ConnectionsAccepted.Inc()
 	s.metrics.Connections.Inc()
-	if s.log.Enabled(nil, slog.LevelDebug) {
-		s.log.Debug("connection opened", append(s.logArgs, "polled", s.polled)...)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("connection opened", s.logArgs...)
 	}
 
 	s.heartbeat = time.AfterFunc(s.cfg.PingInterval, s.beat)
@@ -190,8 +191,7 @@ func (s *Session) Start(onDone func()) {
 // overflowed runs on the fan-out path when the client's queue overflows:
 // the queue is already freed; close with 4008, and make a writer that is
 // blocked on the client's full socket give up now rather than at its
-// write deadline. (gorilla sets the deadline again for each fragment, so
-// a writer between two fragments may still wait out write_timeout.)
+// write deadline.
 func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
 	s.Close(protocol.CloseTooSlow, "client too slow")
@@ -237,7 +237,9 @@ func (s *Session) end(err error) {
 	s.endOnce.Do(func() {
 		s.state.Or(stateEnded)
 		s.answered()
-		s.heartbeat.Stop()
+		if s.heartbeat != nil {
+			s.heartbeat.Stop()
+		}
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
