@@ -172,6 +172,13 @@ func TestHostileInput(t *testing.T) {
 				}
 			}
 		}, close: 1008}},
+		{name: "ping flood", st: &stream{send: func(t *testing.T, c *roomtest.Client) {
+			for i := 0; i < 5000; i++ {
+				if c.Conn.WriteControl(websocket.PingMessage, []byte("x"), time.Now().Add(5*time.Second)) != nil {
+					return
+				}
+			}
+		}, close: 1008}},
 
 		// HTTP endpoints.
 		{name: "api/rooms without token", http: func(t *testing.T) {

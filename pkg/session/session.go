@@ -350,6 +350,14 @@ func (s *Session) frame(op byte, payload []byte) error {
 	case opBinary:
 		s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
 	case opPing:
+		// Each ping costs a pong write: pings share the command budget, so
+		// a ping flood ends like a command flood.
+		if !s.bucket.take(time.Now()) {
+			if s.rejected++; s.rejected > s.cfg.CommandBurst {
+				s.Close(protocol.ClosePolicyViolation, "ping flood")
+			}
+			return nil
+		}
 		_ = s.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(s.cfg.WriteTimeout))
 	case opPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
