@@ -111,7 +111,7 @@ type room struct {
 	members  []Member       // dense for a fast fan-out loop
 	index    map[Member]int // position in members
 	last     []byte         // latest update frame: the snapshot for a joiner
-	lastPrep *websocket.PreparedMessage
+	lastMeta *outbox.UpdateMeta
 	lastData []byte // its compact payload, to re-encode it flagged
 	lastSeq  uint64
 	lastPrev uint64
@@ -197,7 +197,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 			m.Push(msg)
 		}
 	case r.last != nil:
-		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Prepared: r.lastPrep})
+		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Meta: r.lastMeta})
 	}
 	return nil
 }
@@ -512,16 +512,17 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 		return
 	}
 	data := frame[len(frame)-1-r.scratch.Len() : len(frame)-1] // the compact payload inside the frame
-	msg := outbox.Message{Frame: frame, Room: r.name, Update: true, Published: publishedAt(data)}
+	meta := &outbox.UpdateMeta{Published: publishedAt(data)}
 	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
 		// Once per update: gorilla frames it now and compresses it on the
 		// first write to a client that negotiated compression.
-		msg.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
+		meta.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
 	}
+	msg := outbox.Message{Frame: frame, Room: r.name, Update: true, Meta: meta}
 
 	conflated, n := 0, 0
 	r.mu.Lock()
-	r.last, r.lastData, r.lastSeq, r.lastPrev, r.lastPrep = frame, data, seq, prev, msg.Prepared
+	r.last, r.lastData, r.lastSeq, r.lastPrev, r.lastMeta = frame, data, seq, prev, meta
 	if fanOut {
 		for _, m := range r.members {
 			if m.Push(msg) == outbox.Conflated {

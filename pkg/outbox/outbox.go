@@ -37,13 +37,38 @@ type Message struct {
 	// Update marks a room update, which a newer update of the same room
 	// may replace. Replies (joined, left, error) are never replaced.
 	Update bool
+	// Meta is what an update carries besides its bytes, made once per
+	// update and shared by every client's copy; nil for replies. Keeping
+	// it behind a pointer keeps Message at 56 bytes: at 10,000 clients the
+	// queues' size decides the fan-out's cache misses (BenchmarkFanout).
+	Meta *UpdateMeta
+}
+
+// UpdateMeta is shared by all queued copies of one update.
+type UpdateMeta struct {
 	// Published is the update's "ts" (unix milliseconds at publish), 0 if
-	// it has none; the writer measures publish-to-send latency per frame with
-	// it.
+	// it has none; the writer measures publish-to-send latency per frame
+	// with it.
 	Published int64
-	// Prepared, if set, is Frame prepared for permessage-deflate, shared by
-	// all clients: compressed once per gateway, not once per client.
+	// Prepared, if set, is the frame prepared for permessage-deflate,
+	// shared by all clients: compressed once per gateway, not per client.
 	Prepared *websocket.PreparedMessage
+}
+
+// Published is the update's ts in unix milliseconds, or 0.
+func (m *Message) Published() int64 {
+	if m.Meta == nil {
+		return 0
+	}
+	return m.Meta.Published
+}
+
+// Prepared is the update's frame prepared for compression, or nil.
+func (m *Message) Prepared() *websocket.PreparedMessage {
+	if m.Meta == nil {
+		return nil
+	}
+	return m.Meta.Prepared
 }
 
 // Limits bound an outbox. All must be positive.
@@ -131,7 +156,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 				break
 			}
 			o.bytes += len(m.Frame) - len(q.Frame)
-			q.Frame, q.Published, q.Prepared = m.Frame, m.Published, m.Prepared
+			q.Frame, q.Meta = m.Frame, m.Meta
 			return Conflated, false
 		}
 	}

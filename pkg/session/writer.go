@@ -112,7 +112,7 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		if err := s.ensureDeadline(timeout); err != nil {
 			return err
 		}
-		if pm := batch[0].Prepared; pm != nil && s.cfg.Compress {
+		if pm := batch[0].Prepared(); pm != nil && s.cfg.Compress {
 			s.conn.EnableWriteCompression(true)
 			err := s.conn.WritePreparedMessage(pm)
 			s.conn.EnableWriteCompression(false)
@@ -130,7 +130,7 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		n := 0
 		for n < len(batch) && (n == 0 || len(b)-maxServerHeader+len(batch[n].Frame) < s.cfg.MaxBatchBytes) {
 			if n > 0 {
-				if batch[n].Prepared != nil && s.cfg.Compress {
+				if batch[n].Prepared() != nil && s.cfg.Compress {
 					break
 				}
 				b = append(b, '\n')
@@ -202,9 +202,9 @@ func (s *Session) sent(msgs []outbox.Message, size int) {
 	// One observation per frame, of its oldest update: the frame's worst
 	// latency, without a shared histogram update per message.
 	var oldest int64
-	for _, m := range msgs {
-		if m.Published > 0 && (oldest == 0 || m.Published < oldest) {
-			oldest = m.Published
+	for i := range msgs {
+		if p := msgs[i].Published(); p > 0 && (oldest == 0 || p < oldest) {
+			oldest = p
 		}
 	}
 	if oldest > 0 {

@@ -120,7 +120,7 @@ func BenchmarkCompression(b *testing.B) {
 	}{
 		{"plain", false, func(s *Session) error { return s.conn.WriteMessage(websocket.TextMessage, frame) }},
 		{"shared-compressed", true, func(s *Session) error {
-			return s.writeBatch([]outbox.Message{{Frame: frame, Prepared: pm, Update: true}}, 10*time.Second)
+			return s.writeBatch([]outbox.Message{{Frame: frame, Meta: &outbox.UpdateMeta{Prepared: pm}, Update: true}}, 10*time.Second)
 		}},
 		{"per-client-compressed", true, func(s *Session) error {
 			s.conn.EnableWriteCompression(true)
