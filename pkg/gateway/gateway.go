@@ -373,7 +373,11 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		errConns = fmt.Errorf("clients still open at the shutdown deadline: %w", ctx.Err())
+		left := g.openSessions()
+		errConns = fmt.Errorf("%d clients still open at the shutdown deadline, closed hard: %w", len(left), ctx.Err())
+		for _, s := range left {
+			s.Abort()
+		}
 	}
 	g.cancel()
 	g.hub.Close()

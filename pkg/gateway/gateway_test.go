@@ -549,3 +549,32 @@ func TestMetricsListen(t *testing.T) {
 		t.Fatalf("/metrics on metrics_listen: %d", code)
 	}
 }
+
+// TestShutdownDeadlineClosesHard: a client that never answers the close
+// frame is dropped when the shutdown deadline passes, and nothing of the
+// gateway is left running.
+func TestShutdownDeadlineClosesHard(t *testing.T) {
+	base := roomtest.Goroutines()
+	g, err := gateway.Start(roomtest.Config(t, ""), gateway.Options{Log: roomtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // never read: the close frame is never answered
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if n := metric(t, g, "roomcast_connections"); n != 1 {
+			return fmt.Errorf("%v connections", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := g.Shutdown(ctx); err == nil || !strings.Contains(err.Error(), "closed hard") {
+		t.Fatalf("Shutdown = %v, want the clients closed hard", err)
+	}
+	c.Close()
+	roomtest.WaitGoroutines(t, base)
+}
