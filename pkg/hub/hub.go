@@ -512,7 +512,7 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 		return
 	}
 	data := frame[len(frame)-1-r.scratch.Len() : len(frame)-1] // the compact payload inside the frame
-	meta := &outbox.UpdateMeta{Published: publishedAt(data)}
+	meta := &outbox.UpdateMeta{Published: publishedAt(data), Data: data}
 	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
 		// Once per update: gorilla frames it now and compresses it on the
 		// first write to a client that negotiated compression.

@@ -53,6 +53,24 @@ type UpdateMeta struct {
 	// Prepared, if set, is the frame prepared for permessage-deflate,
 	// shared by all clients: compressed once per gateway, not per client.
 	Prepared *websocket.PreparedMessage
+	// Data is the compact producer payload inside the frame.
+	Data []byte
+
+	altOnce sync.Once
+	alt     []byte
+}
+
+// Alt returns the update in another protocol's encoding (Socket.IO's
+// update_data packet), built from Data by the first client that asks and
+// shared by the rest: once per update, not once per client. There is one
+// alternative per update, so every caller must pass the same build. The
+// result must not be modified.
+func (u *UpdateMeta) Alt(build func(data []byte) []byte) []byte {
+	u.altOnce.Do(func() {
+		b := build(u.Data)
+		u.alt = b[:len(b):len(b)] // an append by a caller copies
+	})
+	return u.alt
 }
 
 // Published is the update's ts in unix milliseconds, or 0.

@@ -389,12 +389,17 @@ func (ss *session) Take(dst []engineio.Packet) []engineio.Packet {
 	defer ss.mu.Unlock()
 	for _, m := range batch {
 		if m.Update {
-			data := protocol.UpdateData(m.Frame)
-			if !ss.main || data == nil {
+			if !ss.main {
 				continue
 			}
-			b := make([]byte, 0, len(updateHeader)+len(data)+1)
-			b = append(append(append(b, updateHeader...), data...), ']')
+			var b []byte
+			if m.Meta != nil && m.Meta.Data != nil {
+				b = m.Meta.Alt(updatePacket) // once per update, shared
+			} else if data := protocol.UpdateData(m.Frame); data != nil {
+				b = updatePacket(data) // a replay from history
+			} else {
+				continue
+			}
 			dst = append(dst, engineio.Packet{Type: engineio.Message, Data: b})
 			continue
 		}
@@ -420,4 +425,10 @@ func newID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// updatePacket is the Socket.IO EVENT update_data carrying data.
+func updatePacket(data []byte) []byte {
+	b := make([]byte, 0, len(updateHeader)+len(data)+1)
+	return append(append(append(b, updateHeader...), data...), ']')
 }
