@@ -197,18 +197,39 @@ func (a *admission) authenticate(r *http.Request) (*auth.Grant, error) {
 // unauthorized answers 401 with the reason, in the body and in the
 // WWW-Authenticate header (RFC 6750), and counts it.
 func (g *Gateway) unauthorized(w http.ResponseWriter, err error) {
-	reason, detail := auth.ReasonMalformed, err.Error()
-	var ae *auth.Error
-	if errors.As(err, &ae) {
-		reason = ae.Reason
-	}
-	g.metrics.AuthFailures.WithLabelValues(reason).Inc()
+	reason, detail := g.authFailed(err), err.Error()
 	code := "invalid_token"
 	if reason == auth.ReasonMissing {
 		code = "invalid_request"
 	}
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="roomcast", error=%q, error_description=%q`, code, reason))
 	http.Error(w, detail, http.StatusUnauthorized)
+}
+
+// authFailed counts a refused token and returns the reason.
+func (g *Gateway) authFailed(err error) string {
+	reason := auth.ReasonMalformed
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		reason = ae.Reason
+	}
+	g.metrics.AuthFailures.WithLabelValues(reason).Inc()
+	return reason
+}
+
+// takeSlot takes a connection slot for ip (a WebSocket or a Socket.IO
+// session), or counts the refusal and returns its HTTP status: 503 when
+// the gateway is full, 429 when ip has too many.
+func (g *Gateway) takeSlot(ip netip.Addr) int {
+	err := g.admit.acquire(ip)
+	if err == nil {
+		return 0
+	}
+	g.metrics.ConnectionsRefused.WithLabelValues(err.Error()).Inc()
+	if errors.Is(err, errIPFull) {
+		return http.StatusTooManyRequests
+	}
+	return http.StatusServiceUnavailable
 }
 
 // serverTLS loads the gateway's certificate. HTTP/2 is not offered: the

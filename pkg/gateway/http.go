@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -111,12 +110,15 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := g.admit.clientIP(r)
-	switch err := g.admit.acquire(ip); {
-	case errors.Is(err, errGatewayFull):
-		refuse(err.Error(), http.StatusServiceUnavailable, "this gateway is full: try another replica later")
+	switch g.takeSlot(ip) {
+	case 0:
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return
-	case errors.Is(err, errIPFull):
-		refuse(err.Error(), http.StatusTooManyRequests, "too many connections from your address")
+	default:
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "this gateway is full: try another replica later", http.StatusServiceUnavailable)
 		return
 	}
 	conn, err := g.upgrader.Upgrade(w, r, nil)

@@ -47,13 +47,8 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		// max_connections_per_ip like WebSocket connections.
 		Admit: func(r *http.Request) (func(), int) {
 			ip := g.admit.clientIP(r)
-			switch err := g.admit.acquire(ip); {
-			case errors.Is(err, errGatewayFull):
-				g.metrics.ConnectionsRefused.WithLabelValues(err.Error()).Inc()
-				return nil, http.StatusServiceUnavailable
-			case errors.Is(err, errIPFull):
-				g.metrics.ConnectionsRefused.WithLabelValues(err.Error()).Inc()
-				return nil, http.StatusTooManyRequests
+			if status := g.takeSlot(ip); status != 0 {
+				return nil, status
 			}
 			return func() { g.admit.release(ip) }, 0
 		},
@@ -113,12 +108,7 @@ func (g *Gateway) socketIOAuth() socketio.Authorize {
 			grant, err = a.Authenticate(r)
 		}
 		if err != nil {
-			reason := auth.ReasonMalformed
-			var ae *auth.Error
-			if errors.As(err, &ae) {
-				reason = ae.Reason
-			}
-			g.metrics.AuthFailures.WithLabelValues(reason).Inc()
+			g.authFailed(err)
 			return nil, err
 		}
 		return grant, nil
