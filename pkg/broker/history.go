@@ -158,15 +158,30 @@ func (h *History) subject(room string) (string, error) {
 	return h.cfg.SubjectPrefix + "." + room, nil
 }
 
-// Latest returns the room's newest stored update and the sequence of the
-// update before it (0 if none is stored). found is false when the room has
-// no stored update.
-func (h *History) Latest(ctx context.Context, room string) (m Msg, found bool, err error) {
+// Latest returns the room's newest stored update with a seq below before
+// (before 0: the newest of all), and the sequence of the stored update
+// before it (0 if none). found is false when there is none. The hub walks
+// back with before when the newest is a payload it would not forward.
+func (h *History) Latest(ctx context.Context, room string, before uint64) (m Msg, found bool, err error) {
 	subj, err := h.subject(room)
 	if err != nil {
 		return Msg{}, false, err
 	}
-	last, err := h.get(ctx, map[string]any{"last_by_subj": subj})
+	var last storedMsg
+	if before == 0 {
+		last, err = h.get(ctx, map[string]any{"last_by_subj": subj})
+	} else if before > 1 {
+		var msgs []Msg
+		msgs, err = h.direct(ctx, map[string]any{"multi_last": []string{subj}, "up_to_seq": before - 1, "batch": 1})
+		if err == nil && len(msgs) == 0 {
+			err = errNotFound
+		}
+		if err == nil {
+			last = storedMsg{Subject: subj, Seq: msgs[0].Seq, Data: msgs[0].Data}
+		}
+	} else {
+		err = errNotFound
+	}
 	if errors.Is(err, errNotFound) {
 		return Msg{}, false, nil
 	}
@@ -188,59 +203,68 @@ func (h *History) prevOf(ctx context.Context, subj string, seq uint64) (uint64, 
 	if seq <= 1 {
 		return 0, nil
 	}
-	body, _ := json.Marshal(map[string]any{"multi_last": []string{subj}, "up_to_seq": seq - 1, "batch": 1})
+	msgs, err := h.direct(ctx, map[string]any{"multi_last": []string{subj}, "up_to_seq": seq - 1, "batch": 1})
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	return msgs[0].Seq, nil
+}
+
+// maxBatchBytes bounds the payload bytes of one batched read.
+const maxBatchBytes = 4 << 20
+
+// From returns the room's stored updates with seq >= from, oldest first,
+// at most limit of them, in one batched request. Prev is left 0: the
+// caller knows what came before. A first message with a seq above from
+// means from itself is not stored (aged out, or from another history).
+//
+// Any replica may answer a direct get, so a follower that is behind can
+// return fewer messages than the leader has; the hub reads on from the
+// last one it got.
+func (h *History) From(ctx context.Context, room string, from uint64, limit int) ([]Msg, error) {
+	subj, err := h.subject(room)
+	if err != nil {
+		return nil, err
+	}
+	if from == 0 {
+		from = 1
+	}
+	return h.direct(ctx, map[string]any{"seq": from, "next_by_subj": subj, "batch": limit, "max_bytes": maxBatchBytes})
+}
+
+// direct runs one batched direct get and collects its messages until the
+// end-of-batch status (or a 404: none).
+func (h *History) direct(ctx context.Context, req map[string]any) ([]Msg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
 	inbox := h.nc.NewRespInbox()
 	sub, err := h.nc.SubscribeSync(inbox)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := h.nc.PublishRequest("$JS.API.DIRECT.GET."+h.cfg.Stream, inbox, body); err != nil {
-		return 0, err
+		return nil, err
 	}
-	var prev uint64
+	var msgs []Msg
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("direct get: %w", err)
+			return nil, fmt.Errorf("direct get: %w", err)
 		}
-		if st := m.Header.Get("Status"); st != "" {
-			return prev, nil // 204 end of batch, 404 none stored
+		switch st := m.Header.Get("Status"); st {
+		case "":
+		case "204", "404":
+			return msgs, nil // end of batch, or nothing stored
+		default:
+			return nil, fmt.Errorf("direct get: status %s %s", st, m.Header.Get("Description"))
 		}
-		if s, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64); err == nil {
-			prev = s
-		}
-	}
-}
-
-// After returns the room's stored updates after seq since, oldest first,
-// at most limit of them. contiguous is false when the update numbered
-// since is not a stored update of this room: then the updates that
-// followed it may be gone (aged out, or since is from another history),
-// and After returns nothing.
-func (h *History) After(ctx context.Context, room string, since uint64, limit int) (msgs []Msg, contiguous bool, err error) {
-	subj, err := h.subject(room)
-	if err != nil {
-		return nil, false, err
-	}
-	first, err := h.get(ctx, map[string]any{"seq": since})
-	if errors.Is(err, errNotFound) || (err == nil && first.Subject != subj) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	prev := since
-	for len(msgs) < limit {
-		m, err := h.get(ctx, map[string]any{"seq": prev + 1, "next_by_subj": subj})
-		if errors.Is(err, errNotFound) {
-			break
-		}
+		s, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return nil, false, err
+			return nil, fmt.Errorf("direct get: bad Nats-Sequence %q", m.Header.Get("Nats-Sequence"))
 		}
-		msgs = append(msgs, Msg{Seq: m.Seq, Prev: prev, Data: m.Data})
-		prev = m.Seq
+		msgs = append(msgs, Msg{Seq: s, Data: m.Data})
 	}
-	return msgs, true, nil
 }

@@ -145,6 +145,17 @@ type History struct {
 	Depth      int           `mapstructure:"depth"`
 	MaxAge     time.Duration `mapstructure:"max_age"`
 	Replicas   int           `mapstructure:"replicas"`
+	// Memory and MemoryBytes bound the recent updates each room keeps in
+	// the gateway's memory: snapshots and resumes inside them cost no
+	// request to the stream.
+	Memory      int `mapstructure:"memory"`
+	MemoryBytes int `mapstructure:"memory_bytes"`
+	// FetchTimeout bounds one read of the stream.
+	FetchTimeout time.Duration `mapstructure:"fetch_timeout"`
+	// ResumesPerSecond and ResumeBurst: the resume budget of one
+	// connection (a token bucket).
+	ResumesPerSecond float64 `mapstructure:"resumes_per_second"`
+	ResumeBurst      int     `mapstructure:"resume_burst"`
 }
 
 // Limits bound what one client or producer can make the gateway do.
@@ -237,6 +248,12 @@ func Default() Config {
 			Depth:      100,
 			MaxAge:     24 * time.Hour,
 			Replicas:   1,
+
+			Memory:           100,
+			MemoryBytes:      1 << 20,
+			FetchTimeout:     2 * time.Second,
+			ResumesPerSecond: 1,
+			ResumeBurst:      40,
 		},
 		Limits: Limits{
 			MaxFrameBytes:         4096,

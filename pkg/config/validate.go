@@ -69,6 +69,21 @@ func (c *Config) Validate() error {
 		if c.History.MaxAge <= 0 {
 			bad("history.max_age", "must be a positive duration, got %v", c.History.MaxAge)
 		}
+		if c.History.Memory < 1 || c.History.Memory > 100000 {
+			bad("history.memory", "must be 1 to 100000, got %d", c.History.Memory)
+		}
+		if c.History.MemoryBytes < c.Limits.MaxUpdateBytes {
+			bad("history.memory_bytes", "must hold at least one update of limits.max_update_bytes (%d), got %d", c.Limits.MaxUpdateBytes, c.History.MemoryBytes)
+		}
+		if c.History.FetchTimeout < 10*time.Millisecond || c.History.FetchTimeout > time.Minute {
+			bad("history.fetch_timeout", "must be 10ms to 1m, got %v", c.History.FetchTimeout)
+		}
+		if c.History.ResumesPerSecond <= 0 {
+			bad("history.resumes_per_second", "must be positive, got %v", c.History.ResumesPerSecond)
+		}
+		if c.History.ResumeBurst < 1 {
+			bad("history.resume_burst", "must be at least 1, got %d", c.History.ResumeBurst)
+		}
 		if c.History.Replicas < 1 || c.History.Replicas > 5 {
 			bad("history.replicas", "must be 1 to 5, got %d", c.History.Replicas)
 		}

@@ -133,7 +133,11 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	hopts := hub.Options{MaxUpdateBytes: cfg.Limits.MaxUpdateBytes, Linger: cfg.RoomLinger, HistoryDepth: cfg.History.Depth}
+	hopts := hub.Options{
+		MaxUpdateBytes: cfg.Limits.MaxUpdateBytes, Linger: cfg.RoomLinger, HistoryDepth: cfg.History.Depth,
+		Memory: cfg.History.Memory, MemoryBytes: cfg.History.MemoryBytes, FetchTimeout: cfg.History.FetchTimeout,
+		ResumeRate: cfg.History.ResumesPerSecond, ResumeBurst: cfg.History.ResumeBurst,
+	}
 	if cfg.Compression.Enabled {
 		hopts.CompressMinBytes = max(cfg.Compression.MinBytes, 1)
 	}

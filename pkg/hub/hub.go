@@ -1,6 +1,7 @@
 // Package hub keeps the gateway's rooms: which local clients are in each
-// room, the one NATS subscription each room with local clients holds, and
-// the fan-out of every update from that subscription to the clients.
+// room, the one NATS subscription each room with local clients holds, the
+// room's recent updates in memory, and the fan-out of every update from
+// that subscription to the clients.
 //
 // Interest follows clients: a room's subscription is taken on its first
 // local join and dropped when its last local client has gone (after an
@@ -13,18 +14,24 @@
 // each room gap-free: a live update whose prev is newer than the last one
 // the room has seen means updates were missed (a NATS reconnect, a
 // dropped message), and they are fetched from the stream and delivered
-// first. A join gets the room's latest update (from the room's cache, or
-// from the stream for a room new on this gateway); a join with since gets
-// every stored update after since, or the latest flagged missed when those
-// are no longer stored.
+// first. Each room keeps its recent valid updates in a ring (see
+// Options.Memory), so a join's snapshot and a resume inside that window
+// cost no request to the stream. A join gets the room's latest valid
+// update; a join with since is a catch-up: the client is not yet a live
+// member, its replay (from the ring, or read from the stream in batches
+// outside every lock) is fed to its outbox a page at a time as the client
+// reads (outbox.Feed), and when it has everything the room has seen it
+// becomes a live member, under the room's lock, so nothing is missed or
+// sent twice.
 //
 // Lock order: Hub.mu, then room.deliverMu, then room.mu, then an outbox's
-// own lock; Hub.mu is never held while waiting for deliverMu. deliverMu
-// serialises everything that moves a room forward (live updates, repairs,
-// joins that fetch from the stream), so a client's view of a room is
-// always in sequence order; it may be held across a request to JetStream.
-// nats.go's Subscribe and Unsubscribe only queue a protocol line, so Hub.mu
-// is held across them.
+// own lock. Hub.mu is never held while waiting for a room's lock, and no
+// lock is held across a request to NATS: a stream read happens with no
+// lock held and its result is merged by seq. deliverMu orders what moves
+// a room forward (live updates, repairs, refreshes, a cold room's first
+// load); room.mu guards the members, the catch-ups and the ring, and is
+// what a join or leave takes. nats.go's Subscribe and Unsubscribe only
+// queue a protocol line, so Hub.mu is held across them.
 package hub
 
 import (
@@ -53,8 +60,12 @@ type Source interface {
 
 // History reads stored room updates; *broker.History is the real one.
 type History interface {
-	Latest(ctx context.Context, room string) (m broker.Msg, found bool, err error)
-	After(ctx context.Context, room string, since uint64, limit int) (msgs []broker.Msg, contiguous bool, err error)
+	// Latest returns the newest stored update of the room with a seq
+	// below before (0: the newest of all).
+	Latest(ctx context.Context, room string, before uint64) (m broker.Msg, found bool, err error)
+	// From returns up to limit stored updates with seq >= from, oldest
+	// first, in one request.
+	From(ctx context.Context, room string, from uint64, limit int) ([]broker.Msg, error)
 }
 
 // Member is one client's queue. Its identity is the client's identity.
@@ -67,10 +78,20 @@ type Options struct {
 	MaxUpdateBytes int
 	// History, if not nil, turns history on: seq, snapshot, resume, repair.
 	History History
-	// HistoryDepth bounds a replay: the updates the stream keeps per room.
+	// HistoryDepth is what the stream keeps per room: the most a resume
+	// can get back.
 	HistoryDepth int
+	// Memory and MemoryBytes bound the recent updates each room keeps in
+	// memory (count, and bytes of encoded frames). Without history only
+	// the latest is kept (the snapshot).
+	Memory      int
+	MemoryBytes int
 	// FetchTimeout bounds one read of the stream.
 	FetchTimeout time.Duration
+	// ResumeRate (resumes per second, sustained) and ResumeBurst bound the
+	// joins with since of one client (JoinRequest.Budget).
+	ResumeRate  float64
+	ResumeBurst int
 	// Linger keeps an emptied room's subscription this long, in case the
 	// room is joined again.
 	Linger time.Duration
@@ -94,37 +115,39 @@ type Hub struct {
 	dropLog rateLimitedLog
 }
 
-type room struct {
-	name string
+// Errors of Join besides ErrSubscribe.
+var (
+	// ErrRateLimited: the client's resume budget is spent.
+	ErrRateLimited = errors.New("hub: too many resumes")
+	// ErrHistoryUnavailable: a resume needed the stream, which did not
+	// answer in time.
+	ErrHistoryUnavailable = errors.New("hub: history unavailable")
+)
 
-	// Owned by Hub.mu.
-	sub    broker.Subscription
-	refs   int         // members plus joins in progress
-	linger *time.Timer // pending unsubscribe of an emptied room
+// readBatch is how many stored updates one read of the stream asks for.
+const readBatch = 256
 
-	deliverMu sync.Mutex
-	lastSeen  uint64       // seq of the newest update processed, valid or not
-	loaded    bool         // the stream was asked for the latest update (found or not)
-	scratch   bytes.Buffer // payload compaction
-
-	mu       sync.Mutex
-	members  []Member       // dense for a fast fan-out loop
-	index    map[Member]int // position in members
-	last     []byte         // latest update frame: the snapshot for a joiner
-	lastMeta *outbox.UpdateMeta
-	lastData []byte // its compact payload, to re-encode it flagged
-	lastSeq  uint64
-	lastPrev uint64
-}
+// maxWalkBack bounds how many refused payloads a cold room's snapshot
+// search steps over before giving up on an older valid one.
+const maxWalkBack = 8
 
 // New returns an empty hub that subscribes through src. It registers the
 // rooms gauge on reg.
 func New(src Source, opts Options, m *metrics.Metrics, reg prometheus.Registerer, log *slog.Logger) *Hub {
 	if opts.FetchTimeout <= 0 {
-		opts.FetchTimeout = 5 * time.Second
+		opts.FetchTimeout = 2 * time.Second
 	}
 	if opts.HistoryDepth <= 0 {
 		opts.HistoryDepth = 100
+	}
+	if opts.Memory <= 0 {
+		opts.Memory = opts.HistoryDepth
+	}
+	if opts.MemoryBytes <= 0 {
+		opts.MemoryBytes = 1 << 20
+	}
+	if opts.History == nil {
+		opts.Memory = 1
 	}
 	h := &Hub{src: src, opts: opts, log: log, metrics: m, rooms: make(map[string]*room)}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -144,17 +167,25 @@ type JoinRequest struct {
 	HasID    bool
 	Since    uint64 // resume after this seq; 0 or !HasSince: a plain join
 	HasSince bool
+	// Budget, if not nil, is the client's resume budget (NewBudget).
+	Budget *Budget
 }
+
+func (r JoinRequest) resume() bool { return r.HasSince && r.Since > 0 }
 
 // Join adds m to the room, taking the room's subscription if m is its
 // first local client. It queues the joined reply and then, in order: the
-// room's latest update (a plain join), or every stored update after since
-// (a resume), or the latest update flagged missed (a resume history cannot
-// serve); live updates follow. Joining a room m is already in only repeats
-// the reply. On error m is not in the room and no reply was queued.
+// room's latest valid update (a plain join), or every stored update after
+// since, paged as m's queue drains (a resume; the first flagged missed
+// when since is older than what is stored); live updates follow with no
+// gap and no duplicate. Joining a room m is already in only repeats the
+// reply. On error m is not in the room and no reply was queued.
 func (h *Hub) Join(m Member, req JoinRequest) error {
 	if !protocol.ValidRoom(req.Room) {
 		return fmt.Errorf("hub: invalid room %q", req.Room)
+	}
+	if req.resume() && h.opts.History != nil && !req.Budget.allow(time.Now()) {
+		return ErrRateLimited
 	}
 	r, err := h.acquire(req.Room)
 	if err != nil {
@@ -166,98 +197,264 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 			h.release(r)
 		}
 	}()
-
-	r.deliverMu.Lock()
-	defer r.deliverMu.Unlock()
 	reply := outbox.Message{Frame: protocol.AppendJoined(nil, req.Room, req.ID, req.HasID), Room: req.Room}
+	if h.opts.History != nil {
+		h.load(r)
+	}
 
 	r.mu.Lock()
-	_, already := r.index[m]
-	if already {
+	if r.has(m) {
 		m.Push(reply)
 		r.mu.Unlock()
 		return nil // the reference taken above is released by the defer
 	}
+	if !req.resume() || h.opts.History == nil {
+		m.Push(reply)
+		if last := r.ring.last(); last != nil {
+			m.Push(last.replay())
+		}
+		r.addLocked(m)
+		r.mu.Unlock()
+		joined = true
+		return nil
+	}
+	pending, ok := r.replayLocked(req.Since)
+	if ok && len(pending) == 0 {
+		// Nothing after since: live at once.
+		m.Push(reply)
+		r.addLocked(m)
+		r.mu.Unlock()
+		joined = true
+		return nil
+	}
 	r.mu.Unlock()
-
-	var replay []outbox.Message
-	if h.opts.History != nil {
-		replay = h.historyFor(r, req)
+	source, cursor := "memory", req.Since
+	if !ok {
+		// The ring does not reach back to since, or this gateway has not
+		// seen since yet: read the stream, with no lock held.
+		source = "stream"
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+		var missedAll bool
+		pending, missedAll, err = h.read(ctx, r, req.Since)
+		cancel()
+		if err != nil {
+			h.log.Warn("resume: reading the stream failed", "room", r.name, "since", req.Since, "err", err)
+			return ErrHistoryUnavailable
+		}
+		if missedAll {
+			// since is newer than anything stored (another history, a
+			// reset stream): the client gets the latest, flagged, and
+			// goes on from there.
+			r.mu.Lock()
+			cursor = r.lastSeen
+			if last := r.ring.last(); last != nil {
+				pending, cursor = []entry{last.flagMissed()}, last.prev
+			}
+			r.mu.Unlock()
+		}
 	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.index[m] = len(r.members)
-	r.members = append(r.members, m)
-	joined = true
 	m.Push(reply)
-	switch {
-	case replay != nil:
-		for _, msg := range replay {
-			m.Push(msg)
-		}
-	case r.last != nil:
-		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Meta: r.lastMeta})
+	if r.has(m) {
+		return nil
 	}
+	joined = true
+	cu := &catchup{h: h, r: r, m: m, cursor: cursor, pending: pending, source: source}
+	r.catching[m] = cu
+	m.AddFeed(cu)
 	return nil
 }
 
-// historyFor prepares what a joining client gets from history, with
-// deliverMu held: nil means "the room's cached latest update, if any".
-// For a cold room it first loads the latest stored update into the cache.
-func (h *Hub) historyFor(r *room, req JoinRequest) []outbox.Message {
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
-	defer cancel()
-	// A warm room has seen every update up to lastSeen, so a replay can
-	// stop there and live delivery takes over without a gap.
-	h.loadLatestLocked(ctx, r)
-	if req.HasSince && req.Since > 0 {
-		msgs, contiguous, err := h.opts.History.After(ctx, r.name, req.Since, h.opts.HistoryDepth)
-		switch {
-		case err != nil:
-			h.log.Warn("resume from history failed; sending the latest update", "room", r.name, "since", req.Since, "err", err)
-		case contiguous:
-			out := make([]outbox.Message, 0, len(msgs))
-			for _, msg := range msgs {
-				if msg.Seq > r.lastSeen {
-					break // not processed live yet: it will come that way
-				}
-				if f, ok := h.encode(r, msg.Seq, msg.Prev, false, msg.Data); ok {
-					out = append(out, outbox.Message{Frame: f, Room: r.name, Update: true})
-				}
-			}
-			return out
-		}
-		// Send the latest, flagged: unless the stream could not be read and
-		// the client already has what this gateway has.
-		if r.lastSeq == 0 || (err != nil && r.lastSeq <= req.Since) {
-			return []outbox.Message{}
-		}
-		f, _ := h.encode(r, r.lastSeq, r.lastPrev, true, r.lastData)
-		return []outbox.Message{{Frame: f, Room: r.name, Update: true}}
-	}
-	return nil
-}
-
-// loadLatestLocked fills a cold room's cache from the stream. deliverMu
-// must be held.
-//
-// A room with nothing stored is asked once, not on every join: the room's
-// subscription was taken before the question, so anything published since
-// arrives live.
-func (h *Hub) loadLatestLocked(ctx context.Context, r *room) {
-	if r.lastSeen != 0 || r.loaded {
+// load makes sure a cold room has the latest valid stored update in its
+// ring, asking the stream at most once at a time per room (other joiners
+// wait for that answer) and never under a lock. A room with nothing
+// stored is asked once, not on every join: the room's subscription was
+// taken before the question, so anything published since arrives live.
+func (h *Hub) load(r *room) {
+	r.loadMu.Lock()
+	if r.loaded {
+		r.loadMu.Unlock()
 		return
 	}
-	msg, found, err := h.opts.History.Latest(ctx, r.name)
+	if ch := r.loading; ch != nil {
+		r.loadMu.Unlock()
+		t := time.NewTimer(h.opts.FetchTimeout)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		return
+	}
+	r.mu.Lock()
+	warm := r.ring.len() > 0
+	r.mu.Unlock()
+	if warm {
+		r.loaded = true
+		r.loadMu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	r.loading = ch
+	r.loadMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+	msg, found, err := h.latestValid(ctx, r.name)
+	cancel()
 	if err != nil {
 		h.log.Warn("loading the latest update failed", "room", r.name, "err", err)
-		return
+	} else if found {
+		r.deliverMu.Lock()
+		if msg.Seq > r.lastSeen {
+			h.processLocked(r, msg.Seq, msg.Prev, msg.Data, true)
+		}
+		r.deliverMu.Unlock()
 	}
-	r.loaded = true
-	if found {
-		h.processLocked(r, msg.Seq, msg.Prev, msg.Data, false)
+	r.loadMu.Lock()
+	r.loaded = err == nil
+	r.loading = nil
+	r.loadMu.Unlock()
+	close(ch)
+}
+
+// latestValid returns the newest stored update of the room that the hub
+// would forward, stepping back over refused payloads: every viewer's
+// snapshot is the same latest valid update.
+func (h *Hub) latestValid(ctx context.Context, room string) (broker.Msg, bool, error) {
+	before := uint64(0)
+	for range maxWalkBack {
+		msg, found, err := h.opts.History.Latest(ctx, room, before)
+		h.countRequest("latest", err)
+		if err != nil || !found {
+			return broker.Msg{}, false, err
+		}
+		if h.valid(msg.Data) {
+			return msg, true, nil
+		}
+		before = msg.Seq
 	}
+	return broker.Msg{}, false, nil
+}
+
+// read reads the stored updates of the room after since from the stream,
+// encoded for the replay. missedAll says since is newer than anything
+// stored. When since itself is no longer stored, the first update is
+// flagged missed.
+func (h *Hub) read(ctx context.Context, r *room, since uint64) (out []entry, missedAll bool, err error) {
+	msgs, err := h.opts.History.From(ctx, r.name, since, readBatch)
+	h.countRequest("range", err)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(msgs) == 0 {
+		return nil, true, nil
+	}
+	prev, missed := since, true
+	if msgs[0].Seq == since {
+		msgs, missed = msgs[1:], false
+	}
+	var buf bytes.Buffer
+	for _, msg := range msgs {
+		e, ok := h.entryFor(&buf, r.name, msg.Seq, prev, missed, msg.Data)
+		if !ok {
+			continue
+		}
+		out = append(out, e)
+		prev, missed = msg.Seq, false
+	}
+	return out, false, nil
+}
+
+func (h *Hub) countRequest(kind string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	h.metrics.HistoryRequests.WithLabelValues(kind, result).Inc()
+}
+
+// catchup is one resuming client of a room: not yet a live member, it is
+// fed its replay a page at a time by its outbox (outbox.Feed) until it
+// has everything the room has, and then becomes a live member.
+type catchup struct {
+	h *Hub
+	r *room
+	m Member
+
+	// Guarded by r.mu.
+	cursor  uint64  // seq of the last update queued to the client
+	pending []entry // what comes next, read ahead
+	source  string  // where pending came from, for the metric
+	gone    bool    // the client left the room or went away
+}
+
+// Next queues the next page of the replay, or makes the client a live
+// member when it has caught up. It runs on the client's writer.
+func (c *catchup) Next(o *outbox.Outbox, max int) bool {
+	r := c.r
+	r.mu.Lock()
+	if c.gone {
+		r.mu.Unlock()
+		return true
+	}
+	if len(c.pending) == 0 {
+		switch pending, ok := r.replayLocked(c.cursor); {
+		case r.lastSeen < c.cursor:
+			// This gateway has not yet seen what the client already has:
+			// wait for the room (processLocked wakes catch-ups), so that
+			// nothing older than since is sent.
+			r.mu.Unlock()
+			return false
+		case ok && len(pending) == 0:
+			delete(r.catching, c.m)
+			r.addLocked(c.m)
+			r.mu.Unlock()
+			return true
+		case ok:
+			c.pending, c.source = pending, "memory"
+		default:
+			// The ring has moved past the cursor (a long replay of a busy
+			// room): read on from the stream, with no lock held.
+			cursor := c.cursor
+			r.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), c.h.opts.FetchTimeout)
+			pending, _, err := c.h.read(ctx, r, cursor)
+			cancel()
+			r.mu.Lock()
+			if c.gone {
+				r.mu.Unlock()
+				return true
+			}
+			if err != nil || len(pending) == 0 {
+				// Nothing to bridge the gap with: go on from what the
+				// ring has, flagged, rather than stall.
+				c.h.log.Warn("replay: reading the stream failed; the client will see a gap", "room", r.name, "after", cursor, "err", err)
+				if first := r.ring.first(); first != nil {
+					c.pending = append([]entry{first.flagMissed()}, r.ring.after(first.seq)...)
+				}
+				c.source = "memory"
+			} else {
+				c.pending, c.source = pending, "stream"
+			}
+			if len(c.pending) == 0 {
+				r.mu.Unlock()
+				return false
+			}
+		}
+	}
+	n := min(max, len(c.pending))
+	for _, e := range c.pending[:n] {
+		o.Push(e.replay())
+		c.cursor = e.seq
+	}
+	clear(c.pending[:n])
+	c.pending = c.pending[n:]
+	source := c.source
+	r.mu.Unlock()
+	c.h.metrics.Replayed.WithLabelValues(source).Add(float64(n))
+	return false
 }
 
 // acquire returns the room, creating and subscribing it if needed, with a
@@ -270,7 +467,7 @@ func (h *Hub) acquire(name string) (*room, error) {
 	}
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{name: name, index: make(map[Member]int)}
+		r = newRoom(name, h.opts.Memory, h.opts.MemoryBytes)
 		sub, err := h.src.Subscribe(name, func(d broker.Delivery) { h.deliver(r, d) })
 		if err != nil {
 			return nil, fmt.Errorf("%w: room %s: %v", ErrSubscribe, name, err)
@@ -292,10 +489,6 @@ func (h *Hub) acquire(name string) (*room, error) {
 func (h *Hub) release(r *room) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.releaseLocked(r)
-}
-
-func (h *Hub) releaseLocked(r *room) {
 	r.refs--
 	if r.refs > 0 || h.rooms[r.name] != r {
 		return
@@ -313,14 +506,21 @@ func (h *Hub) releaseLocked(r *room) {
 	})
 }
 
+// lookup returns the room, or nil. A room m is in cannot go away while m
+// is in it (m holds a reference), so the caller may use it after Hub.mu
+// is released.
+func (h *Hub) lookup(name string) *room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rooms[name]
+}
+
 // Leave removes m from the room and queues the left reply; no update of the
 // room is queued for m after it. Leaving a room m is not in only queues the
 // reply.
 func (h *Hub) Leave(m Member, name string, id int64, hasID bool) {
 	left := outbox.Message{Frame: protocol.AppendLeft(nil, name, id, hasID), Room: name}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	r := h.rooms[name]
+	r := h.lookup(name)
 	if r == nil {
 		m.Push(left)
 		return
@@ -330,16 +530,14 @@ func (h *Hub) Leave(m Member, name string, id int64, hasID bool) {
 	m.Push(left)
 	r.mu.Unlock()
 	if was {
-		h.releaseLocked(r)
+		h.release(r)
 	}
 }
 
 // LeaveAll removes a disconnecting m from rooms, without replies.
 func (h *Hub) LeaveAll(m Member, rooms []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, name := range rooms {
-		r := h.rooms[name]
+		r := h.lookup(name)
 		if r == nil {
 			continue
 		}
@@ -347,26 +545,9 @@ func (h *Hub) LeaveAll(m Member, rooms []string) {
 		was := r.removeLocked(m)
 		r.mu.Unlock()
 		if was {
-			h.releaseLocked(r)
+			h.release(r)
 		}
 	}
-}
-
-func (r *room) removeLocked(m Member) bool {
-	i, ok := r.index[m]
-	if !ok {
-		return false
-	}
-	last := len(r.members) - 1
-	if i != last {
-		moved := r.members[last]
-		r.members[i] = moved
-		r.index[moved] = i
-	}
-	r.members[last] = nil
-	r.members = r.members[:last]
-	delete(r.index, m)
-	return true
 }
 
 // dropLocked unsubscribes a room. h.mu must be held.
@@ -398,7 +579,9 @@ func (h *Hub) Close() {
 // must come to be taken for a reset stream rather than a late duplicate.
 const resetGap = 1000
 
-// deliver runs on the room subscription's delivery goroutine.
+// deliver runs on the room subscription's delivery goroutine. A repair
+// holds that goroutine (so the room's later updates wait, in order) but
+// no lock while it reads the stream.
 func (h *Hub) deliver(r *room, d broker.Delivery) {
 	r.deliverMu.Lock()
 	defer r.deliverMu.Unlock()
@@ -408,58 +591,104 @@ func (h *Hub) deliver(r *room, d broker.Delivery) {
 	}
 	if d.Seq <= r.lastSeen {
 		if d.Prev != 0 || r.lastSeen-d.Seq < resetGap {
-			return // already delivered, by a repair or a join's fetch
+			return // already delivered, by a repair or a cold room's load
 		}
 		// A room's first update far below what the room has seen: the
 		// stream was deleted and created again. Start over, or the room
 		// would stay silent until the new numbers pass the old ones.
 		h.log.Warn("room sequence went back: the history stream was reset", "room", r.name, "seq", d.Seq, "last_seen", r.lastSeen)
-		r.lastSeen = 0
+		r.mu.Lock()
+		r.lastSeen, r.lastValid = 0, 0
+		r.ring.reset()
+		r.mu.Unlock()
 	}
 	if r.lastSeen != 0 && d.Prev > r.lastSeen {
 		h.repairLocked(r, d.Prev)
 	}
-	h.processLocked(r, d.Seq, d.Prev, d.Payload, true)
+	if d.Seq > r.lastSeen {
+		h.processLocked(r, d.Seq, d.Prev, d.Payload, true)
+	}
 }
 
-// repairLocked delivers the stored updates of the room after lastSeen up to
-// and including upTo, which the live subscription missed. deliverMu must be
-// held.
+// repairLocked delivers the stored updates of the room after lastSeen up
+// to and including upTo, which the live subscription missed. deliverMu
+// must be held; it is released while the stream is read.
 func (h *Hub) repairLocked(r *room, upTo uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
-	defer cancel()
-	// Right after a NATS failover the stream's API may not answer yet
-	// (leader elections): retry within FetchTimeout before giving up. Live
-	// updates wait in the subscription meanwhile, so order is kept.
-	var (
-		msgs       []broker.Msg
-		contiguous bool
-		err        error
-	)
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		msgs, contiguous, err = h.opts.History.After(ctx, r.name, r.lastSeen, h.opts.HistoryDepth)
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-	}
-	if err != nil || !contiguous {
-		h.log.Warn("could not fetch missed updates; clients will see a gap", "room", r.name, "after", r.lastSeen, "err", err)
+	after := r.lastSeen
+	r.deliverMu.Unlock()
+	msgs, err := h.fetchRange(r.name, after, upTo)
+	r.deliverMu.Lock()
+	n := h.mergeLocked(r, after, upTo, msgs)
+	if err != nil || n < 0 {
+		h.log.Warn("could not fetch missed updates; clients will see a gap", "room", r.name, "after", after, "err", err)
+		// The ring must stay a contiguous run: resumes from before the gap
+		// go to the stream.
+		r.mu.Lock()
+		r.ring.reset()
+		r.mu.Unlock()
 		return
-	}
-	n := 0
-	for _, msg := range msgs {
-		if msg.Seq > upTo {
-			break
-		}
-		h.processLocked(r, msg.Seq, msg.Prev, msg.Data, true)
-		n++
 	}
 	h.metrics.Repaired.Add(float64(n))
 	h.log.Info("delivered missed updates from history", "room", r.name, "count", n)
+}
+
+// fetchRange reads the stored updates from after to upTo, retrying within
+// FetchTimeout: right after a NATS failover the stream's API may not
+// answer yet (leader elections).
+func (h *Hub) fetchRange(room string, after, upTo uint64) ([]broker.Msg, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+	defer cancel()
+	var all []broker.Msg
+	for wait := 50 * time.Millisecond; ; {
+		from := after
+		if len(all) > 0 {
+			from = all[len(all)-1].Seq
+		}
+		msgs, err := h.opts.History.From(ctx, room, from, readBatch)
+		h.countRequest("range", err)
+		if err == nil {
+			if len(all) > 0 && len(msgs) > 0 && msgs[0].Seq == from {
+				msgs = msgs[1:] // read on from the last one we have
+			}
+			all = append(all, msgs...)
+			if len(msgs) == 0 || all[len(all)-1].Seq >= upTo {
+				return all, nil
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return all, err
+		}
+		select {
+		case <-ctx.Done():
+			return all, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// mergeLocked processes the stored updates msgs (read from after on) that
+// the room has not seen, up to upTo, and returns how many; -1 when msgs do
+// not continue from after (after is no longer stored). deliverMu must be
+// held.
+func (h *Hub) mergeLocked(r *room, after, upTo uint64, msgs []broker.Msg) int {
+	if len(msgs) == 0 || msgs[0].Seq != after {
+		return -1
+	}
+	n := 0
+	prev := after
+	for _, msg := range msgs[1:] {
+		if msg.Seq > upTo {
+			break
+		}
+		if msg.Seq > r.lastSeen {
+			h.processLocked(r, msg.Seq, prev, msg.Data, true)
+			n++
+		}
+		prev = msg.Seq
+	}
+	return n
 }
 
 // Refresh brings every room up to date with the stream: after a NATS
@@ -480,10 +709,11 @@ func (h *Hub) Refresh(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.deliverMu.Lock()
 		fctx, cancel := context.WithTimeout(ctx, h.opts.FetchTimeout)
-		msg, found, err := h.opts.History.Latest(fctx, r.name)
+		msg, found, err := h.opts.History.Latest(fctx, r.name, 0)
 		cancel()
+		h.countRequest("latest", err)
+		r.deliverMu.Lock()
 		switch {
 		case err != nil:
 			h.log.Warn("refresh after reconnect failed", "room", r.name, "err", err)
@@ -498,31 +728,32 @@ func (h *Hub) Refresh(ctx context.Context) {
 }
 
 // processLocked validates and encodes one update once, makes it the room's
-// latest and, if fanOut, queues the same bytes to every member. deliverMu
-// must be held.
+// latest and, if fanOut, queues the same bytes to every live member and
+// wakes the catch-ups. deliverMu must be held.
 func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bool) {
-	if seq != 0 {
-		r.lastSeen = seq
-	}
 	if fanOut {
 		h.metrics.UpdatesReceived.Inc()
 	}
-	frame, ok := h.encode(r, seq, prev, false, payload)
+	// A refused update is never forwarded, so the next one's prev is the
+	// last update clients actually got: they see no false gap.
+	if seq != 0 && prev == r.lastSeen && r.lastValid != 0 {
+		prev = r.lastValid
+	}
+	e, ok := h.entryFor(&r.scratch, r.name, seq, prev, false, payload)
 	if !ok {
+		r.mu.Lock()
+		r.lastSeen = max(r.lastSeen, seq)
+		r.mu.Unlock()
 		return
 	}
-	data := frame[len(frame)-1-r.scratch.Len() : len(frame)-1] // the compact payload inside the frame
-	meta := &outbox.UpdateMeta{Published: publishedAt(data), Data: data}
-	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
-		// Once per update: gorilla frames it now and compresses it on the
-		// first write to a client that negotiated compression.
-		meta.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	}
-	msg := outbox.Message{Frame: frame, Room: r.name, Update: true, Meta: meta}
+	msg := outbox.Message{Frame: e.frame, Room: r.name, Update: true, Meta: e.meta}
 
 	conflated, n := 0, 0
 	r.mu.Lock()
-	r.last, r.lastData, r.lastSeq, r.lastPrev, r.lastMeta = frame, data, seq, prev, meta
+	if seq != 0 {
+		r.lastSeen, r.lastValid = seq, seq
+	}
+	r.ring.push(e)
 	if fanOut {
 		for _, m := range r.members {
 			if m.Push(msg) == outbox.Conflated {
@@ -530,6 +761,9 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 			}
 		}
 		n = len(r.members)
+		for m := range r.catching {
+			m.Wake()
+		}
 	}
 	r.mu.Unlock()
 
@@ -539,25 +773,38 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 	}
 }
 
-// encode validates a payload and returns the update frame; invalid
-// payloads are counted, logged (rate-limited) and refused. deliverMu must
-// be held (it uses the room's scratch buffer).
-func (h *Hub) encode(r *room, seq, prev uint64, missed bool, payload []byte) ([]byte, bool) {
-	r.scratch.Reset()
+// valid reports whether the hub would forward payload.
+func (h *Hub) valid(payload []byte) bool {
+	var buf bytes.Buffer
+	return len(payload) <= h.opts.MaxUpdateBytes && protocol.CompactPayload(&buf, payload) == nil
+}
+
+// entryFor validates a payload and encodes its update frame once;
+// invalid payloads are counted, logged (rate-limited) and refused. buf is
+// scratch space.
+func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed bool, payload []byte) (entry, bool) {
+	buf.Reset()
 	err := errTooLarge
 	if len(payload) <= h.opts.MaxUpdateBytes {
-		err = protocol.CompactPayload(&r.scratch, payload)
+		err = protocol.CompactPayload(buf, payload)
 	}
 	if err != nil {
 		h.metrics.UpdatesDropped.WithLabelValues(dropReason(err)).Inc()
 		if n := h.dropLog.allow(time.Now()); n > 0 {
-			h.log.Warn("dropped producer payload", "room", r.name, "reason", err, "bytes", len(payload), "seq", seq, "dropped_since_last_log", n)
+			h.log.Warn("dropped producer payload", "room", room, "reason", err, "bytes", len(payload), "seq", seq, "dropped_since_last_log", n)
 		}
-		return nil, false
+		return entry{}, false
 	}
-	frame := protocol.AppendUpdate(make([]byte, 0, r.scratch.Len()+len(r.name)+96),
-		protocol.Update{Room: r.name, Seq: seq, Prev: prev, Missed: missed, Data: r.scratch.Bytes()})
-	return frame, true
+	frame := protocol.AppendUpdate(make([]byte, 0, buf.Len()+len(room)+96),
+		protocol.Update{Room: room, Seq: seq, Prev: prev, Missed: missed, Data: buf.Bytes()})
+	data := frame[len(frame)-1-buf.Len() : len(frame)-1 : len(frame)-1] // the compact payload inside the frame
+	meta := &outbox.UpdateMeta{Published: publishedAt(data), Data: data}
+	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
+		// Once per update: gorilla frames it now and compresses it on the
+		// first write to a client that negotiated compression.
+		meta.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
+	}
+	return entry{room: room, seq: seq, prev: prev, frame: frame, meta: meta}, true
 }
 
 // publishedAt returns the payload's top-level "ts" (unix milliseconds), or
@@ -598,17 +845,16 @@ func (h *Hub) Rooms() int {
 	return len(h.rooms)
 }
 
-// Members returns the number of local clients in a room.
+// Members returns the number of local clients in a room, catching up or
+// live.
 func (h *Hub) Members(name string) int {
-	h.mu.Lock()
-	r := h.rooms[name]
-	h.mu.Unlock()
+	r := h.lookup(name)
 	if r == nil {
 		return 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.members)
+	return len(r.members) + len(r.catching)
 }
 
 // rateLimitedLog lets one log line through per interval and counts the

@@ -314,9 +314,9 @@ type countingHistory struct {
 	latest int
 }
 
-func (c *countingHistory) Latest(ctx context.Context, room string) (broker.Msg, bool, error) {
+func (c *countingHistory) Latest(ctx context.Context, room string, before uint64) (broker.Msg, bool, error) {
 	c.latest++
-	return c.History.Latest(ctx, room)
+	return c.History.Latest(ctx, room, before)
 }
 
 // TestEmptyRoomAskedOnce: joins of a room with nothing stored ask the

@@ -28,6 +28,8 @@ type Metrics struct {
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
 	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
+	Replayed            *prometheus.CounterVec // updates replayed to resuming clients, by source
+	HistoryRequests     *prometheus.CounterVec // reads of the history stream, by kind and result
 }
 
 // New creates the metrics and registers them on reg.
@@ -74,7 +76,20 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
 		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_compressed_messages_total", Help: "Updates sent compressed (permessage-deflate), each compressed once per gateway and shared."}),
+		Replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_replayed_total", Help: "Stored updates sent to clients that resumed with since, by where they came from (memory: the room's recent updates on this gateway; stream: JetStream)."}, []string{"source"}),
+		HistoryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_history_requests_total", Help: "Requests to the JetStream history stream, by kind (latest: a cold room's snapshot; range: a batched read for a resume or a repair) and result (ok, error)."}, []string{"kind", "result"}),
 	}
+	for _, src := range []string{"memory", "stream"} {
+		m.Replayed.WithLabelValues(src)
+	}
+	for _, k := range []string{"latest", "range"} {
+		for _, r := range []string{"ok", "error"} {
+			m.HistoryRequests.WithLabelValues(k, r)
+		}
+	}
+	reg.MustRegister(m.Replayed, m.HistoryRequests)
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,

@@ -37,6 +37,10 @@ type Message struct {
 	// Update marks a room update, which a newer update of the same room
 	// may replace. Replies (joined, left, error) are never replaced.
 	Update bool
+	// Replay marks a snapshot or a replayed stored update: it is never
+	// replaced by conflation (a resume must arrive whole), and it is not
+	// live, so its age is not publish-to-send latency.
+	Replay bool
 	// Meta is what an update carries besides its bytes, made once per
 	// update and shared by every client's copy; nil for replies. Keeping
 	// it behind a pointer keeps Message at 56 bytes: at 10,000 clients the
@@ -106,6 +110,18 @@ const (
 	Closed                   // the outbox was closed; message dropped
 )
 
+// Feed supplies messages that must not be pushed all at once (a replay):
+// the outbox asks for the next page when its queue runs low, so a backlog
+// of any length is paced by the client's reading, never conflated and
+// never overflows the queue.
+type Feed interface {
+	// Next pushes at most max messages into o and reports whether the feed
+	// is finished (then it is forgotten). It is called by the taker, with
+	// no lock of the outbox held. A feed that has nothing yet returns
+	// false and calls o.Wake when it has.
+	Next(o *Outbox, max int) (done bool)
+}
+
 // Outbox is safe for concurrent use by any number of pushers and one taker.
 type Outbox struct {
 	limits     Limits
@@ -118,6 +134,7 @@ type Outbox struct {
 	bytes    int
 	overflow bool
 	closed   bool
+	feeds    []Feed // asked in order; the first one feeds until it is done
 }
 
 // New returns an empty outbox. onOverflow, if not nil, is called once, on
@@ -167,8 +184,8 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 			if q.Room != m.Room {
 				continue
 			}
-			if !q.Update {
-				break // a reply about this room: the update must stay after it
+			if !q.Update || q.Replay {
+				break // a reply or a replayed update: the new one must stay after it
 			}
 			if o.bytes+len(m.Frame)-len(q.Frame) > o.limits.MaxBytes {
 				break
@@ -181,7 +198,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 	if len(o.queue) >= o.limits.MaxMessages || o.bytes+len(m.Frame) > o.limits.MaxBytes {
 		o.overflow = true
 		clear(o.queue) // release the frames now, not when the writer gets to it
-		o.queue, o.bytes = nil, 0
+		o.queue, o.bytes, o.feeds = nil, 0, nil
 		return Overflowed, true
 	}
 	o.queue = append(o.queue, m)
@@ -200,6 +217,51 @@ func (o *Outbox) signal() {
 	}
 }
 
+// AddFeed appends f to the feeds the taker draws from when the queue runs
+// low, and wakes the taker.
+func (o *Outbox) AddFeed(f Feed) {
+	o.mu.Lock()
+	if o.closed || o.overflow {
+		o.mu.Unlock()
+		return
+	}
+	o.feeds = append(o.feeds, f)
+	o.mu.Unlock()
+	o.signal()
+}
+
+// Wake signals the taker as a push would, without a message: a feed that
+// waited for something has it now.
+func (o *Outbox) Wake() { o.signal() }
+
+// page is how many messages a feed may add at once: half the conflation
+// threshold, so that a page never pushes the queue into conflation.
+func (o *Outbox) page() int { return max(1, o.limits.ConflateAfter/2) }
+
+// refill asks the feeds for messages while the queue is low: fewer than a
+// page of messages and under a quarter of MaxBytes, so that a page of the
+// largest updates still fits.
+func (o *Outbox) refill() {
+	for {
+		o.mu.Lock()
+		if len(o.feeds) == 0 || o.closed || o.overflow || len(o.queue) >= o.page() || 4*o.bytes >= o.limits.MaxBytes {
+			o.mu.Unlock()
+			return
+		}
+		f := o.feeds[0]
+		o.mu.Unlock()
+		if !f.Next(o, o.page()) {
+			return
+		}
+		o.mu.Lock()
+		if len(o.feeds) > 0 && o.feeds[0] == f {
+			o.feeds[0] = nil
+			o.feeds = o.feeds[1:]
+		}
+		o.mu.Unlock()
+	}
+}
+
 // Ready is signalled after pushes; the taker then calls Take. A signal may
 // find the queue already empty.
 func (o *Outbox) Ready() <-chan struct{} { return o.wake }
@@ -208,6 +270,7 @@ func (o *Outbox) Ready() <-chan struct{} { return o.wake }
 // whether the outbox has overflowed. Passing the previous batch back, with
 // its elements cleared, lets two slices alternate without allocating.
 func (o *Outbox) Take(dst []Message) (batch []Message, overflowed bool) {
+	o.refill()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch = o.queue
@@ -225,7 +288,7 @@ func (o *Outbox) Close() {
 	o.mu.Lock()
 	o.closed = true
 	clear(o.queue)
-	o.queue, o.bytes = nil, 0
+	o.queue, o.bytes, o.feeds = nil, 0, nil
 	o.mu.Unlock()
 	o.signal()
 }

@@ -100,6 +100,7 @@ type Session struct {
 	// or the reader goroutine).
 	frames   frameReader
 	bucket   tokenBucket
+	resumes  *hub.Budget
 	rejected int // commands refused in a row by the rate limit
 
 	roomsMu sync.Mutex // guards rooms and gone; held across hub.Join
@@ -147,6 +148,7 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		log:     log,
 		logArgs: logArgs,
 		bucket:  newTokenBucket(cfg.CommandRate, cfg.CommandBurst, time.Now()),
+		resumes: h.NewBudget(),
 		frames:  frameReader{maxMessage: int(cfg.MaxFrameBytes), deflate: cfg.Compress},
 	}
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
@@ -479,8 +481,15 @@ func (s *Session) join(cmd protocol.Command) {
 		fail(protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(s.cfg.MaxRooms)+" rooms")
 		return
 	}
-	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince}
-	if err := s.hub.Join(s.box, req); err != nil {
+	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince, Budget: s.resumes}
+	switch err := s.hub.Join(s.box, req); {
+	case errors.Is(err, hub.ErrRateLimited):
+		fail(protocol.CodeRateLimited, "too many resumes (joins with since); join without since or slow down")
+		return
+	case errors.Is(err, hub.ErrHistoryUnavailable):
+		fail(protocol.CodeHistoryUnavailable, "history did not answer in time; join without since")
+		return
+	case err != nil:
 		// Only a closed NATS connection fails a subscribe: this replica
 		// cannot serve, so send the client to another one.
 		s.log.Warn("join failed", append(s.logArgs, "room", cmd.Room, "err", err)...)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ type session struct {
 	main    bool       // the main namespace is connected: updates are sent
 	nextID  int64
 	pending map[int64]int64 // hub reply id → the client's ack id
+	resumes *hub.Budget
 }
 
 func (s *Server) open(c *engineio.Conn) engineio.Handler {
@@ -51,6 +53,7 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 		rooms:   make(map[string]struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst),
 		pending: make(map[int64]int64),
+		resumes: s.hub.NewBudget(),
 	}
 	ss.box = outbox.New(s.cfg.Outbox, func() {
 		s.metrics.SlowDisconnects.Inc()
@@ -316,8 +319,17 @@ func (ss *session) join(p packet, args []json.RawMessage) {
 		return
 	}
 	id := ss.expect(p)
-	req := hub.JoinRequest{Room: room, ID: id, HasID: true, Since: since, HasSince: hasSince}
-	if err := ss.srv.hub.Join(ss.box, req); err != nil {
+	req := hub.JoinRequest{Room: room, ID: id, HasID: true, Since: since, HasSince: hasSince, Budget: ss.resumes}
+	switch err := ss.srv.hub.Join(ss.box, req); {
+	case errors.Is(err, hub.ErrRateLimited):
+		ss.forget(id)
+		ss.fail(p, protocol.CodeRateLimited, "too many resumes (joins with since); join without since or slow down", room)
+		return
+	case errors.Is(err, hub.ErrHistoryUnavailable):
+		ss.forget(id)
+		ss.fail(p, protocol.CodeHistoryUnavailable, "history did not answer in time; join without since", room)
+		return
+	case err != nil:
 		// Only a closed NATS connection fails a subscribe: send the
 		// client to another replica.
 		ss.srv.log.Warn("join failed", "room", room, "err", err)
@@ -347,6 +359,13 @@ func (ss *session) expect(p packet) int64 {
 		ss.pending[ss.nextID] = p.ID
 	}
 	return ss.nextID
+}
+
+// forget drops the ack expected for a hub reply that will not come.
+func (ss *session) forget(id int64) {
+	ss.mu.Lock()
+	delete(ss.pending, id)
+	ss.mu.Unlock()
 }
 
 // fail refuses an event: the error event, and the ack when asked for.

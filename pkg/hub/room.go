@@ -1,0 +1,231 @@
+package hub
+
+import (
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/roomcast/roomcast/pkg/broker"
+	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
+
+// room is one room on this gateway. See the package doc for its locks.
+type room struct {
+	name string
+
+	// Owned by Hub.mu.
+	sub    broker.Subscription
+	refs   int         // members plus joins in progress
+	linger *time.Timer // pending unsubscribe of an emptied room
+
+	// loadMu guards the cold room's one question to the stream.
+	loadMu  sync.Mutex
+	loaded  bool          // the stream was asked for the latest update (found or not)
+	loading chan struct{} // closed when the question in flight is answered
+
+	deliverMu sync.Mutex
+	scratch   bytes.Buffer // payload compaction of live updates
+
+	mu        sync.Mutex
+	members   []Member       // live members, dense for a fast fan-out loop
+	index     map[Member]int // position in members
+	catching  map[Member]*catchup
+	ring      ring   // recent valid updates, oldest first
+	lastSeen  uint64 // seq of the newest update processed, valid or not (written under deliverMu and mu)
+	lastValid uint64 // seq of the newest update forwarded
+}
+
+func newRoom(name string, memory, memoryBytes int) *room {
+	return &room{
+		name:     name,
+		index:    make(map[Member]int),
+		catching: make(map[Member]*catchup),
+		ring:     ring{max: memory, maxBytes: memoryBytes},
+	}
+}
+
+// has reports whether m is in the room, live or catching up.
+func (r *room) has(m Member) bool {
+	if _, ok := r.index[m]; ok {
+		return true
+	}
+	_, ok := r.catching[m]
+	return ok
+}
+
+func (r *room) addLocked(m Member) {
+	r.index[m] = len(r.members)
+	r.members = append(r.members, m)
+}
+
+// removeLocked takes m out of the room, live or catching up, and reports
+// whether it was in.
+func (r *room) removeLocked(m Member) bool {
+	if c, ok := r.catching[m]; ok {
+		c.gone, c.pending = true, nil
+		delete(r.catching, m)
+		return true
+	}
+	i, ok := r.index[m]
+	if !ok {
+		return false
+	}
+	last := len(r.members) - 1
+	if i != last {
+		moved := r.members[last]
+		r.members[i] = moved
+		r.index[moved] = i
+	}
+	r.members[last] = nil
+	r.members = r.members[:last]
+	delete(r.index, m)
+	return true
+}
+
+// replayLocked returns what a client that has everything up to since
+// lacks, from the ring; ok is false when the ring cannot tell (it does
+// not reach back to since) or this gateway has not seen since yet.
+func (r *room) replayLocked(since uint64) (pending []entry, ok bool) {
+	switch {
+	case since > r.lastSeen:
+		return nil, false
+	case since >= r.lastValid:
+		return nil, true // nothing forwarded after since
+	}
+	first := r.ring.first()
+	if first == nil || (first.seq > since && first.prev != since) {
+		return nil, false
+	}
+	return r.ring.after(since), true
+}
+
+// entry is one encoded update, shared by every client that gets it.
+type entry struct {
+	room      string
+	seq, prev uint64
+	frame     []byte
+	meta      *outbox.UpdateMeta
+}
+
+// replay is the entry as a queued snapshot or replayed update.
+func (e *entry) replay() outbox.Message {
+	return outbox.Message{Frame: e.frame, Room: e.room, Update: true, Replay: true, Meta: e.meta}
+}
+
+// flagMissed returns a copy of e flagged missed: the client lacks updates
+// before it that nobody can give it any more.
+func (e *entry) flagMissed() entry {
+	frame := protocol.AppendUpdate(make([]byte, 0, len(e.frame)+16),
+		protocol.Update{Room: e.room, Seq: e.seq, Prev: e.prev, Missed: true, Data: e.meta.Data})
+	meta := &outbox.UpdateMeta{Published: e.meta.Published, Data: e.meta.Data}
+	return entry{room: e.room, seq: e.seq, prev: e.prev, frame: frame, meta: meta}
+}
+
+// ring holds a room's recent updates, bounded by count and by bytes; the
+// newest is always kept (it is the snapshot).
+type ring struct {
+	max, maxBytes int
+	buf           []entry // circular, len(buf) <= max
+	start, n      int
+	bytes         int
+}
+
+func (q *ring) len() int { return q.n }
+
+func (q *ring) at(i int) *entry { return &q.buf[(q.start+i)%len(q.buf)] }
+
+func (q *ring) first() *entry {
+	if q.n == 0 {
+		return nil
+	}
+	return q.at(0)
+}
+
+func (q *ring) last() *entry {
+	if q.n == 0 {
+		return nil
+	}
+	return q.at(q.n - 1)
+}
+
+func (q *ring) push(e entry) {
+	for q.n > 0 && (q.n >= q.max || q.bytes+len(e.frame) > q.maxBytes) {
+		q.popFront()
+	}
+	if len(q.buf) < q.max && q.n == len(q.buf) {
+		// Grow on demand: most rooms never fill their ring.
+		nb := make([]entry, min(q.max, max(4, 2*len(q.buf))))
+		for i := range q.n {
+			nb[i] = *q.at(i)
+		}
+		q.buf, q.start = nb, 0
+	}
+	*q.at(q.n) = e
+	q.n++
+	q.bytes += len(e.frame)
+}
+
+func (q *ring) popFront() {
+	e := q.at(0)
+	q.bytes -= len(e.frame)
+	*e = entry{}
+	q.start = (q.start + 1) % len(q.buf)
+	q.n--
+}
+
+// after returns a copy of the entries with a seq above since.
+func (q *ring) after(since uint64) []entry {
+	i := 0
+	for i < q.n && q.at(i).seq <= since {
+		i++
+	}
+	out := make([]entry, 0, q.n-i)
+	for ; i < q.n; i++ {
+		out = append(out, *q.at(i))
+	}
+	return out
+}
+
+func (q *ring) reset() {
+	clear(q.buf)
+	q.start, q.n, q.bytes = 0, 0, 0
+}
+
+// Budget bounds one client's resumes (joins with since) with a token
+// bucket, so that a join/leave loop cannot turn one connection into a
+// load on the history stream. A nil Budget allows everything.
+type Budget struct {
+	mu     sync.Mutex
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+// NewBudget returns a resume budget for one client, or nil when the hub
+// has none configured.
+func (h *Hub) NewBudget() *Budget {
+	if h.opts.ResumeRate <= 0 || h.opts.ResumeBurst <= 0 {
+		return nil
+	}
+	b := float64(h.opts.ResumeBurst)
+	return &Budget{rate: h.opts.ResumeRate, burst: b, tokens: b}
+}
+
+func (b *Budget) allow(now time.Time) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
