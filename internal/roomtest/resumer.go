@@ -29,7 +29,8 @@ type Resumer struct {
 	back      []time.Duration // outage to first update after it, per outage
 	lost      []time.Time     // when each connection was lost
 	conn      *websocket.Conn
-	connected int // index of the gateway of conn
+	connected int       // index of the gateway of conn
+	latency   []Latency // per update with a "ts": publish to receive
 
 	stop chan struct{}
 	done chan struct{}
@@ -102,9 +103,21 @@ func (r *Resumer) read(conn *websocket.Conn) {
 	}
 }
 
+// Latency is one update's publish-to-receive time, and when it arrived.
+type Latency struct {
+	At time.Time
+	D  time.Duration
+}
+
 func (r *Resumer) record(m Msg) {
+	now := time.Now()
+	var ts struct{ TS int64 }
+	_ = json.Unmarshal(m.Data, &ts)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if ts.TS > 0 && !m.Missed {
+		r.latency = append(r.latency, Latency{At: now, D: now.Sub(time.UnixMilli(ts.TS))})
+	}
 	if !r.lostAt.IsZero() {
 		r.back = append(r.back, time.Since(r.lostAt))
 		r.lostAt = time.Time{}
@@ -145,6 +158,8 @@ type Result struct {
 	Back    []time.Duration // per outage: time to the first update after it
 	Lost    []time.Time
 	Gateway int // index of the gateway connected to last
+	// Latency of each update that carried a "ts".
+	Latency []Latency
 }
 
 // Result returns what the client has seen so far.
@@ -156,5 +171,6 @@ func (r *Resumer) Result() Result {
 		last[k] = v
 	}
 	return Result{Updates: r.updates, Gaps: append([]string(nil), r.gaps...), Dups: r.dups, Last: last,
-		Back: append([]time.Duration(nil), r.back...), Lost: append([]time.Time(nil), r.lost...), Gateway: r.connected}
+		Back: append([]time.Duration(nil), r.back...), Lost: append([]time.Time(nil), r.lost...), Gateway: r.connected,
+		Latency: append([]Latency(nil), r.latency...)}
 }

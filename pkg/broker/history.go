@@ -21,7 +21,7 @@ type HistoryConfig struct {
 	Stream        string        // stream name
 	SubjectPrefix string        // producers publish on <SubjectPrefix>.<room>
 	LivePrefix    string        // the stream republishes on <LivePrefix>.<room>
-	Depth         int           // updates kept per room
+	Depth         int           // updates a resume can get back per room
 	MaxAge        time.Duration // oldest update kept
 	Replicas      int
 }
@@ -31,12 +31,15 @@ var ErrNoJetStream = errors.New("NATS has no JetStream")
 
 func (c HistoryConfig) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              c.Stream,
-		Description:       "roomcast room updates: sequence numbers and recent history per room",
-		Subjects:          []string{c.SubjectPrefix + ".>"},
-		Storage:           jetstream.FileStorage,
-		Replicas:          c.Replicas,
-		MaxMsgsPerSubject: int64(c.Depth),
+		Name:        c.Stream,
+		Description: "roomcast room updates: sequence numbers and recent history per room",
+		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		// One more than Depth: the update before the oldest a client can
+		// get back stays stored, so that a client exactly Depth updates
+		// behind is known to miss nothing.
+		MaxMsgsPerSubject: int64(c.Depth) + 1,
 		MaxAge:            c.MaxAge,
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,

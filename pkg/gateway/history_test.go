@@ -32,7 +32,7 @@ func publish(t testing.TB, nc *nats.Conn, room, data string) uint64 {
 
 // TestSnapshotAndResume covers what a join gets from history, table-driven
 // over the edge cases of since. Each case has its own room with updates
-// 0..9 (depth 5 keeps 5..9, interleaved with another room's updates so
+// 0..9 (depth 5 keeps 4..9, the oldest as the anchor of a resume from it, interleaved with another room's updates so
 // that seqs are not consecutive) and joins on a gateway with no client in
 // the room yet, so the snapshot or replay must come from the stream. After
 // it, a live update must continue the chain: no duplicate, no gap.
@@ -58,7 +58,7 @@ func TestSnapshotAndResume(t *testing.T) {
 		{"since the last gets nothing", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[9]) }, nil},
 		{"since in history replays the rest", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[6]) }, []upd{{7, false}, {8, false}, {9, false}}},
 		{"since the oldest kept", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[5]) }, []upd{{6, false}, {7, false}, {8, false}, {9, false}}},
-		{"since older than history gets what is stored, first flagged", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[2]) }, []upd{{5, true}, {6, false}, {7, false}, {8, false}, {9, false}}},
+		{"since older than history gets what is stored, first flagged", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[2]) }, []upd{{4, true}, {5, false}, {6, false}, {7, false}, {8, false}, {9, false}}},
 		{"since ahead of the last", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[9]+1000) }, []upd{{9, true}}},
 		{"since of another room", func(s []uint64) string { return fmt.Sprintf(`,"since":%d`, s[7]+1) }, []upd{{8, true}, {9, false}}},
 	}

@@ -211,7 +211,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 	if !req.resume() || h.opts.History == nil {
 		m.Push(reply)
 		if last := r.ring.last(); last != nil {
-			m.Push(last.replay())
+			m.Push(last.snapshot())
 		}
 		r.addLocked(m)
 		r.mu.Unlock()
@@ -219,51 +219,47 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		return nil
 	}
 	pending, ok := r.replayLocked(req.Since)
-	if ok && len(pending) == 0 {
-		// Nothing after since: live at once.
+	if ok {
+		// From memory: one hold of the room's lock.
 		m.Push(reply)
-		r.addLocked(m)
-		r.mu.Unlock()
 		joined = true
+		if len(pending) == 0 {
+			r.addLocked(m) // nothing after since: live at once
+		} else {
+			r.catchLocked(h, m, req.Since, pending, "memory")
+		}
+		r.mu.Unlock()
 		return nil
 	}
 	r.mu.Unlock()
-	source, cursor := "memory", req.Since
-	if !ok {
-		// The ring does not reach back to since, or this gateway has not
-		// seen since yet: read the stream, with no lock held.
-		source = "stream"
-		ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
-		var missedAll bool
-		pending, missedAll, err = h.read(ctx, r, req.Since)
-		cancel()
-		if err != nil {
-			h.log.Warn("resume: reading the stream failed", "room", r.name, "since", req.Since, "err", err)
-			return ErrHistoryUnavailable
-		}
-		if missedAll {
-			// since is newer than anything stored (another history, a
-			// reset stream): the client gets the latest, flagged, and
-			// goes on from there.
-			r.mu.Lock()
-			cursor = r.lastSeen
-			if last := r.ring.last(); last != nil {
-				pending, cursor = []entry{last.flagMissed()}, last.prev
-			}
-			r.mu.Unlock()
-		}
-	}
 
+	// The ring does not reach back to since, or this gateway has not seen
+	// since yet: read the stream, with no lock held.
+	cursor := req.Since
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+	pending, missedAll, err := h.read(ctx, r, req.Since)
+	cancel()
+	if err != nil {
+		h.log.Warn("resume: reading the stream failed", "room", r.name, "since", req.Since, "err", err)
+		return ErrHistoryUnavailable
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if missedAll {
+		// since is newer than anything stored (another history, a reset
+		// stream): the client gets the latest, flagged, and goes on from
+		// there.
+		cursor = r.lastSeen
+		if last := r.ring.last(); last != nil {
+			pending, cursor = []entry{last.flagMissed()}, last.prev
+		}
+	}
 	m.Push(reply)
 	if r.has(m) {
 		return nil
 	}
 	joined = true
-	cu := &catchup{h: h, r: r, m: m, cursor: cursor, pending: pending, source: source}
-	r.catching[m] = cu
-	m.AddFeed(cu)
+	r.catchLocked(h, m, cursor, pending, "stream")
 	return nil
 }
 
@@ -378,71 +374,104 @@ func (h *Hub) countRequest(kind string, err error) {
 // catchup is one resuming client of a room: not yet a live member, it is
 // fed its replay a page at a time by its outbox (outbox.Feed) until it
 // has everything the room has, and then becomes a live member.
+//
+// Its own lock, mu, comes after room.mu: pages from what it has read
+// ahead are queued under mu alone, so a storm of resumes does not queue
+// on the room's lock in front of the live fan-out; the ring and the switch
+// to live take room.mu first.
 type catchup struct {
 	h *Hub
 	r *room
 	m Member
 
-	// Guarded by r.mu.
+	waiting bool // guarded by r.mu: nothing to send until the room moves
+
+	mu      sync.Mutex
 	cursor  uint64  // seq of the last update queued to the client
 	pending []entry // what comes next, read ahead
 	source  string  // where pending came from, for the metric
 	gone    bool    // the client left the room or went away
 }
 
+// leave marks c gone: nothing more is queued after it returns.
+func (c *catchup) leave() {
+	c.mu.Lock()
+	c.gone, c.pending = true, nil
+	c.mu.Unlock()
+}
+
 // Next queues the next page of the replay, or makes the client a live
 // member when it has caught up. It runs on the client's writer.
 func (c *catchup) Next(o *outbox.Outbox, max int) bool {
+	c.mu.Lock()
+	if c.gone || len(c.pending) > 0 {
+		return c.pushLocked(o, max)
+	}
+	c.mu.Unlock()
+
 	r := c.r
 	r.mu.Lock()
+	c.mu.Lock()
 	if c.gone {
+		c.mu.Unlock()
 		r.mu.Unlock()
 		return true
 	}
-	if len(c.pending) == 0 {
-		switch pending, ok := r.replayLocked(c.cursor); {
-		case r.lastSeen < c.cursor:
-			// This gateway has not yet seen what the client already has:
-			// wait for the room (processLocked wakes catch-ups), so that
-			// nothing older than since is sent.
-			r.mu.Unlock()
-			return false
-		case ok && len(pending) == 0:
-			delete(r.catching, c.m)
-			r.addLocked(c.m)
-			r.mu.Unlock()
-			return true
-		case ok:
-			c.pending, c.source = pending, "memory"
-		default:
-			// The ring has moved past the cursor (a long replay of a busy
-			// room): read on from the stream, with no lock held.
-			cursor := c.cursor
-			r.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), c.h.opts.FetchTimeout)
-			pending, _, err := c.h.read(ctx, r, cursor)
-			cancel()
-			r.mu.Lock()
-			if c.gone {
-				r.mu.Unlock()
-				return true
-			}
-			if err != nil || len(pending) == 0 {
-				// Nothing to bridge the gap with: go on from what the
-				// ring has, flagged, rather than stall.
-				c.h.log.Warn("replay: reading the stream failed; the client will see a gap", "room", r.name, "after", cursor, "err", err)
-				if first := r.ring.first(); first != nil {
-					c.pending = append([]entry{first.flagMissed()}, r.ring.after(first.seq)...)
-				}
-				c.source = "memory"
-			} else {
-				c.pending, c.source = pending, "stream"
-			}
-			if len(c.pending) == 0 {
-				r.mu.Unlock()
-				return false
-			}
+	switch pending, ok := r.replayLocked(c.cursor); {
+	case r.lastSeen < c.cursor:
+		// This gateway has not yet seen what the client already has:
+		// wait for the room (processLocked wakes catch-ups), so that
+		// nothing older than since is sent.
+		c.waiting = true
+		c.mu.Unlock()
+		r.mu.Unlock()
+		return false
+	case ok && len(pending) == 0:
+		delete(r.catching, c.m)
+		r.addLocked(c.m)
+		c.mu.Unlock()
+		r.mu.Unlock()
+		return true
+	case ok:
+		c.pending, c.source = pending, "memory"
+		r.mu.Unlock()
+		return c.pushLocked(o, max)
+	}
+	// The ring has moved past the cursor (a long replay of a busy room):
+	// read on from the stream, with no lock held.
+	cursor := c.cursor
+	c.mu.Unlock()
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), c.h.opts.FetchTimeout)
+	pending, _, err := c.h.read(ctx, r, cursor)
+	cancel()
+
+	r.mu.Lock()
+	c.mu.Lock()
+	switch {
+	case c.gone:
+	case err == nil && len(pending) > 0:
+		c.pending, c.source = pending, "stream"
+	default:
+		// Nothing to bridge the gap with: go on from what the ring has,
+		// flagged, rather than stall.
+		c.h.log.Warn("replay: reading the stream failed; the client will see a gap", "room", r.name, "after", cursor, "err", err)
+		if first := r.ring.first(); first != nil && first.seq > cursor {
+			c.pending = append([]entry{first.flagMissed()}, r.ring.after(first.seq)...)
+			c.source = "memory"
+		} else {
+			c.waiting = true
 		}
+	}
+	r.mu.Unlock()
+	return c.pushLocked(o, max)
+}
+
+// pushLocked queues up to max pending updates and unlocks c.mu.
+func (c *catchup) pushLocked(o *outbox.Outbox, max int) (done bool) {
+	if c.gone {
+		c.mu.Unlock()
+		return true
 	}
 	n := min(max, len(c.pending))
 	for _, e := range c.pending[:n] {
@@ -452,8 +481,10 @@ func (c *catchup) Next(o *outbox.Outbox, max int) bool {
 	clear(c.pending[:n])
 	c.pending = c.pending[n:]
 	source := c.source
-	r.mu.Unlock()
-	c.h.metrics.Replayed.WithLabelValues(source).Add(float64(n))
+	c.mu.Unlock()
+	if n > 0 {
+		c.h.metrics.Replayed.WithLabelValues(source).Add(float64(n))
+	}
 	return false
 }
 
@@ -761,8 +792,11 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 			}
 		}
 		n = len(r.members)
-		for m := range r.catching {
-			m.Wake()
+		for m, c := range r.catching {
+			if c.waiting {
+				c.waiting = false
+				m.Wake()
+			}
 		}
 	}
 	r.mu.Unlock()

@@ -59,11 +59,19 @@ func (r *room) addLocked(m Member) {
 	r.members = append(r.members, m)
 }
 
+// catchLocked makes m a catch-up of the room, fed from cursor on,
+// pending first.
+func (r *room) catchLocked(h *Hub, m Member, cursor uint64, pending []entry, source string) {
+	c := &catchup{h: h, r: r, m: m, cursor: cursor, pending: pending, source: source}
+	r.catching[m] = c
+	m.AddFeed(c)
+}
+
 // removeLocked takes m out of the room, live or catching up, and reports
 // whether it was in.
 func (r *room) removeLocked(m Member) bool {
 	if c, ok := r.catching[m]; ok {
-		c.gone, c.pending = true, nil
+		c.leave()
 		delete(r.catching, m)
 		return true
 	}
@@ -108,9 +116,14 @@ type entry struct {
 	meta      *outbox.UpdateMeta
 }
 
-// replay is the entry as a queued snapshot or replayed update.
+// replay is the entry as a replayed update.
 func (e *entry) replay() outbox.Message {
 	return outbox.Message{Frame: e.frame, Room: e.room, Update: true, Replay: true, Meta: e.meta}
+}
+
+// snapshot is the entry as a join's snapshot.
+func (e *entry) snapshot() outbox.Message {
+	return outbox.Message{Frame: e.frame, Room: e.room, Update: true, Snapshot: true, Meta: e.meta}
 }
 
 // flagMissed returns a copy of e flagged missed: the client lacks updates

@@ -37,10 +37,13 @@ type Message struct {
 	// Update marks a room update, which a newer update of the same room
 	// may replace. Replies (joined, left, error) are never replaced.
 	Update bool
-	// Replay marks a snapshot or a replayed stored update: it is never
-	// replaced by conflation (a resume must arrive whole), and it is not
-	// live, so its age is not publish-to-send latency.
+	// Replay marks a stored update replayed to a resuming client: it is
+	// never replaced by conflation (a resume must arrive whole), and it is
+	// not live, so its age is not publish-to-send latency.
 	Replay bool
+	// Snapshot marks the latest update sent on a join: not live either,
+	// but a newer update of the room may replace it (latest wins).
+	Snapshot bool
 	// Meta is what an update carries besides its bytes, made once per
 	// update and shared by every client's copy; nil for replies. Keeping
 	// it behind a pointer keeps Message at 56 bytes: at 10,000 clients the
@@ -76,6 +79,10 @@ func (u *UpdateMeta) Alt(build func(data []byte) []byte) []byte {
 	})
 	return u.alt
 }
+
+// Live reports whether m is a live update: neither a snapshot nor a
+// replay, so its age at the write is publish-to-send latency.
+func (m *Message) Live() bool { return m.Update && !m.Replay && !m.Snapshot }
 
 // Published is the update's ts in unix milliseconds, or 0.
 func (m *Message) Published() int64 {
@@ -272,7 +279,6 @@ func (o *Outbox) Ready() <-chan struct{} { return o.wake }
 func (o *Outbox) Take(dst []Message) (batch []Message, overflowed bool) {
 	o.refill()
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	batch = o.queue
 	o.queue, o.bytes = dst[:0], 0
 	// A burst can grow a slice far beyond the usual need; don't keep it
@@ -280,7 +286,16 @@ func (o *Outbox) Take(dst []Message) (batch []Message, overflowed bool) {
 	if cap(o.queue) > 2*o.limits.ConflateAfter {
 		o.queue = nil
 	}
-	return batch, o.overflow
+	more := len(batch) > 0 && len(o.feeds) > 0
+	overflowed = o.overflow
+	o.mu.Unlock()
+	if more {
+		// A feed has more: come back for it, also a taker that waits for
+		// Ready between takes. (A feed that is waiting has added nothing,
+		// so this cannot spin.)
+		o.signal()
+	}
+	return batch, overflowed
 }
 
 // Close drops what is queued and refuses further pushes.

@@ -281,8 +281,12 @@
           if (!this._wanted.has(room)) return; // left while it was on the way
           const last = this._seq.get(room);
           const {seq, prev} = msg;
-          // missed: the gateway could not replay what this client lacked
-          // and sent the latest instead.
+          // Never show an update twice: a seq at or below the last one
+          // shown is a duplicate, unless the gateway says the history was
+          // reset (missed, or a room's first update: prev 0).
+          if (seq !== undefined && last !== undefined && seq <= last && msg.missed !== true && prev !== 0) return;
+          // missed: the gateway could not replay all this client lacked;
+          // what it sends from there on is complete again.
           const gap = msg.missed === true || (prev !== undefined && last !== undefined && prev !== last);
           if (seq !== undefined) this._seq.set(room, seq);
           this._emit('update', {room, seq, prev, data: msg.data, gap});

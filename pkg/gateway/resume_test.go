@@ -1,0 +1,225 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/config"
+)
+
+// smallestQueues is the tightest slow-client policy config allows, so that
+// a replay that went through the queue as live traffic does would be
+// conflated or overflow at once.
+func smallestQueues(cfg *config.Config) {
+	cfg.Limits.MaxUpdateBytes = 1024
+	cfg.Queue.ConflateAfter = 1
+	cfg.Queue.MaxMessages = 2
+	cfg.Queue.MaxBytes = 4 * cfg.Limits.MaxUpdateBytes
+}
+
+// publishAt publishes n updates of room at rate per second and returns
+// their seqs.
+func publishAt(t testing.TB, nc *nats.Conn, room string, n int, rate float64, first int) []uint64 {
+	t.Helper()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	seqs := make([]uint64, 0, n)
+	for i := range n {
+		seqs = append(seqs, publish(t, nc, room, fmt.Sprintf(`{"n":%d}`, first+i)))
+		<-tick.C
+	}
+	return seqs
+}
+
+// expectChain reads updates and fails unless they are exactly want, in
+// order, each prev the seq before it (prev0 for the first), the first
+// flagged missed if missed and no other.
+func expectChain(t *testing.T, c *roomtest.Client, want []uint64, prev0 uint64, missed bool) {
+	t.Helper()
+	prev := prev0
+	for i, seq := range want {
+		m, err := c.Next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("update %d of %d (seq %d): %v", i+1, len(want), seq, err)
+		}
+		if m.Op != "update" || m.Seq != seq {
+			t.Fatalf("update %d of %d: got %s seq %d, want seq %d", i+1, len(want), m.Op, m.Seq, seq)
+		}
+		if wantMissed := missed && i == 0; m.Missed != wantMissed {
+			t.Fatalf("update %d (seq %d): missed %v, want %v", i+1, seq, m.Missed, wantMissed)
+		}
+		if !m.Missed && (m.Prev == nil || *m.Prev != prev) {
+			t.Fatalf("update %d (seq %d): prev %v, want %d", i+1, seq, m.Prev, prev)
+		}
+		prev = seq
+	}
+}
+
+// TestResumeTable: a client away for N updates of a room published at
+// 50 Hz resumes with since, on the gateway it left (which kept the room:
+// memory, or the stream past it) or on another one (a cold room: the
+// stream). Up to history.depth it gets every update, in order, then live
+// ones with no gap and no duplicate; past depth what is stored, the first
+// flagged missed. Queues are the smallest config allows: a replay pushed
+// like live traffic would be conflated or overflow.
+func TestResumeTable(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.History.Depth = 100
+	cfg.History.Memory = 100
+	smallestQueues(&cfg)
+	a := roomtest.StartGateway(t, cfg)
+	b := roomtest.StartGateway(t, cfg)
+
+	const depth = 100
+	for _, n := range []int{1, 31, 32, 33, 100, 150} {
+		for _, where := range []string{"same", "other"} {
+			t.Run(fmt.Sprintf("%d/%s", n, where), func(t *testing.T) {
+				t.Parallel()
+				room := fmt.Sprintf("resume-%d-%s", n, where)
+				watcher := roomtest.Dial(t, a) // keeps the room on a
+				watcher.Join(room)
+				c := roomtest.Dial(t, a)
+				c.Join(room)
+				before := publishAt(t, nc, room, 3, 50, 0)
+				expectChain(t, c, before, 0, false)
+				since := before[len(before)-1]
+				c.Conn.Close()
+
+				away := publishAt(t, nc, room, n, 50, 3)
+				g := a
+				if where == "other" {
+					g = b
+				}
+				c = roomtest.Dial(t, g)
+				c.Send(fmt.Sprintf(`{"op":"join","room":%q,"since":%d}`, room, since))
+				c.Expect("joined")
+				if n <= depth {
+					expectChain(t, c, away, since, false)
+				} else {
+					// The stream keeps depth+1: the anchor of a resume
+					// exactly depth behind, here the first one sent.
+					expectChain(t, c, away[n-depth-1:], 0, true)
+				}
+				live := publishAt(t, nc, room, 3, 50, 3+n)
+				expectChain(t, c, live, away[n-1], false)
+			})
+		}
+	}
+}
+
+// TestResumeLoopBudget: 20 connections join with an old since (beyond the
+// room's memory: each resume costs a stream read) and leave, in a loop as
+// fast as they are answered. The stream reads stay within the connections'
+// resume budget, the loopers are told rate_limited, and the room's other
+// clients keep their latency.
+func TestResumeLoopBudget(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.History.Memory = 5
+	g := roomtest.StartGateway(t, cfg)
+	const room = "loop"
+	seqs := publishAt(t, nc, room, 20, 200, 0)
+	old := seqs[2]
+
+	stop := produce(t, nc, room)
+	defer stop()
+	var watchers []*roomtest.Resumer
+	for range 10 {
+		w := roomtest.StartResumer([]string{g.Addr().String()}, 0, []string{room})
+		defer w.Stop()
+		watchers = append(watchers, w)
+	}
+	time.Sleep(2 * time.Second) // the watchers' latency before the loop
+
+	requests := func() float64 { return metric(t, g, "roomcast_history_requests_total") }
+	before, start := requests(), time.Now()
+	const loopers, loopFor = 20, 3 * time.Second
+	var wg sync.WaitGroup
+	var limited atomic.Int64
+	for range loopers {
+		conn, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Read until the reply to the last command; count refusals.
+			await := func(op string) bool {
+				for {
+					_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					_, frame, err := conn.ReadMessage()
+					if err != nil {
+						return false
+					}
+					for _, line := range strings.Split(string(frame), "\n") {
+						var m roomtest.Msg
+						_ = json.Unmarshal([]byte(line), &m)
+						switch {
+						case m.Op == "error" && m.Code == "rate_limited":
+							limited.Add(1)
+							return true
+						case m.Op == op || m.Op == "error":
+							return true
+						}
+					}
+				}
+			}
+			for time.Since(start) < loopFor {
+				_ = conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"op":"join","room":%q,"since":%d}`, room, old))
+				if !await("joined") {
+					return
+				}
+				_ = conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"op":"leave","room":%q}`, room))
+				if !await("left") {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	reads := requests() - before
+	budget := float64(loopers) * (float64(cfg.History.ResumeBurst) + cfg.History.ResumesPerSecond*elapsed.Seconds())
+	t.Logf("%d loopers for %v: %.0f stream reads (budget %.0f, %.0f/s), %d resumes refused rate_limited",
+		loopers, elapsed.Round(time.Millisecond), reads, budget, reads/elapsed.Seconds(), limited.Load())
+	if reads > budget {
+		t.Errorf("%.0f stream reads, more than the budget allows (%.0f)", reads, budget)
+	}
+	if limited.Load() == 0 {
+		t.Error("no resume was refused: the loop never reached the budget")
+	}
+	var pre, during []time.Duration
+	for _, w := range watchers {
+		for _, l := range w.Result().Latency {
+			switch {
+			case l.At.Before(start):
+				pre = append(pre, l.D)
+			case l.At.Before(start.Add(elapsed)):
+				during = append(during, l.D)
+			}
+		}
+	}
+	t.Logf("watchers: before p50 %v p99 %v; during the loop p50 %v p99 %v",
+		percentile(pre, .5), percentile(pre, .99), percentile(during, .5), percentile(during, .99))
+	if p99 := percentile(during, .99); p99 > 100*time.Millisecond && !roomtest.Race {
+		t.Errorf("watchers' p99 %v during the loop, want < 100ms", p99)
+	}
+	for i, w := range watchers {
+		if r := w.Result(); len(r.Gaps) > 0 || r.Dups > 0 {
+			t.Errorf("watcher %d: gaps %v, duplicates %d", i, r.Gaps, r.Dups)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/gateway"
+)
+
+// stormEnv is a reconnect storm: watchers on gateway B, movers on A, a
+// producer at 20 Hz on one room; A drains and the movers resume on B.
+type stormEnv struct {
+	t        *testing.T
+	nc       *nats.Conn
+	a, b     *gateway.Gateway
+	watchers []*roomtest.Resumer
+	movers   []*roomtest.Resumer
+	stop     func()
+}
+
+const stormRoom = "storm"
+
+// produce publishes to the storm room every 50 ms, with ts, until stopped.
+func produce(t *testing.T, nc *nats.Conn, room string) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				_ = nc.Publish("roomcast.room."+room, fmt.Appendf(nil, `{"ts":%d,"i":%d}`, time.Now().UnixMilli(), i))
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-finished; _ = nc.Flush() }) }
+}
+
+// streamLast is the seq of the room's last stored update.
+func streamLast(t *testing.T, nc *nats.Conn, room string) uint64 {
+	t.Helper()
+	resp, err := nc.Request("$JS.API.STREAM.MSG.GET.ROOMCAST", fmt.Appendf(nil, `{"last_by_subj":"roomcast.room.%s"}`, room), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct{ Message struct{ Seq uint64 } }
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Message.Seq
+}
+
+// waitAll waits until every client holds seq last of room, and checks
+// that none saw a gap or a duplicate.
+func waitAll(t *testing.T, clients []*roomtest.Resumer, room string, last uint64) {
+	t.Helper()
+	roomtest.Eventually(t, 60*time.Second, func() error {
+		for i, c := range clients {
+			if got := c.Result().Last[room]; got != last {
+				return fmt.Errorf("client %d has %d, want %d", i, got, last)
+			}
+		}
+		return nil
+	})
+	for i, c := range clients {
+		if r := c.Result(); len(r.Gaps) > 0 || r.Dups > 0 {
+			t.Errorf("client %d: gaps %v, duplicates %d", i, r.Gaps, r.Dups)
+		}
+	}
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(float64(len(ds))*p))]
+}
+
+// TestReconnectStorm: 2,000 clients of one room on gateway A, 500 more
+// watching it on B, a producer at 20 Hz. A drains (1012, spread over a
+// 1 s window) and all 2,000 resume on B with since. Every client ends
+// with every update, gap-free and duplicate-free, and the 500 watchers
+// keep their publish-to-receive p99 under 100 ms during the storm.
+func TestReconnectStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("storm")
+	}
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.DrainWindow = time.Second
+	a := roomtest.StartGateway(t, cfg)
+	b := roomtest.StartGateway(t, cfg)
+	addrA, addrB := a.Addr().String(), b.Addr().String()
+
+	stop := produce(t, nc, stormRoom)
+	defer stop()
+	var watchers, movers []*roomtest.Resumer
+	for range 500 {
+		watchers = append(watchers, roomtest.StartResumer([]string{addrB}, 0, []string{stormRoom}))
+	}
+	for range 2000 {
+		movers = append(movers, roomtest.StartResumer([]string{addrA, addrB}, 0, []string{stormRoom}))
+	}
+	all := append(slices.Clone(watchers), movers...)
+	t.Cleanup(func() {
+		for _, c := range all {
+			c.Stop()
+		}
+	})
+	roomtest.Eventually(t, 60*time.Second, func() error {
+		for i, c := range all {
+			if c.Result().Updates < 3 {
+				return fmt.Errorf("client %d not live yet", i)
+			}
+		}
+		return nil
+	})
+
+	time.Sleep(2 * time.Second) // a baseline of the watchers' latency before the storm
+	start := time.Now()
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		shutdown <- a.Shutdown(ctx)
+	}()
+	var allBack time.Time
+	roomtest.Eventually(t, 60*time.Second, func() error {
+		allBack = time.Time{}
+		for i, c := range movers {
+			r := c.Result()
+			if r.Gateway != 1 || len(r.Back) == 0 {
+				return fmt.Errorf("mover %d not back on B yet", i)
+			}
+			back := r.Lost[len(r.Lost)-1].Add(r.Back[len(r.Back)-1])
+			if back.After(allBack) {
+				allBack = back
+			}
+		}
+		return nil
+	})
+	if err := <-shutdown; err != nil {
+		t.Errorf("shutdown of A: %v", err)
+	}
+	var before, during, outage []time.Duration
+	for _, c := range watchers {
+		for _, l := range c.Result().Latency {
+			switch {
+			case l.At.After(start.Add(-2*time.Second)) && l.At.Before(start):
+				before = append(before, l.D)
+			case l.At.After(start) && l.At.Before(allBack):
+				during = append(during, l.D)
+			}
+		}
+	}
+	for _, c := range movers {
+		outage = append(outage, c.Result().Back...)
+	}
+	p99 := percentile(during, 0.99)
+	t.Logf("storm: all 2000 live on B %v after A began to drain (drain window %v); outage per mover p50 %v, p99 %v; "+
+		"the 500 watchers before the storm: p50 %v, p99 %v; during it: %d updates, p50 %v, p99 %v, max %v (race detector %v)",
+		allBack.Sub(start).Round(time.Millisecond), cfg.DrainWindow, percentile(outage, .5), percentile(outage, .99),
+		percentile(before, .5), percentile(before, .99), len(during), percentile(during, .5), p99, percentile(during, 1), roomtest.Race)
+	if p99 > 100*time.Millisecond && !roomtest.Race {
+		t.Errorf("watchers' p99 %v during the storm, want < 100ms", p99)
+	}
+
+	stop()
+	waitAll(t, all, stormRoom, streamLast(t, nc, stormRoom))
+	if got := strconv.Itoa(b.Hub().Members(stormRoom)); got != "2500" {
+		t.Errorf("B has %s clients in the room, want 2500", got)
+	}
+}
