@@ -165,7 +165,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, log)
 	if cfg.TLS.CertFile == "" {
-		if g.poller, err = session.NewPoller(); err != nil {
+		if g.poller, err = session.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
 	}

@@ -28,6 +28,7 @@ type Metrics struct {
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
 	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
+	PollerErrors        prometheus.Counter     // epoll failures the poller survived (pkg/session)
 }
 
 // New creates the metrics and registers them on reg.
@@ -74,10 +75,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
 		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_compressed_messages_total", Help: "Updates sent compressed (permessage-deflate), each compressed once per gateway and shared."}),
+		PollerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_poller_errors_total", Help: "Failures of the epoll reader (epoll_wait errors other than EINTR, a second read of one connection refused); each is logged and the poller goes on."}),
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
-		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
+		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages, m.PollerErrors)
 	return m
 }

@@ -90,11 +90,16 @@ type Session struct {
 	onDone  func()
 	start   time.Time
 
-	// With a poller: the socket's descriptor. polled is false when the
-	// session fell back to a reader goroutine.
-	raw    syscall.RawConn
-	fd     int
-	polled bool
+	// With a poller: the socket's descriptor and the generation of its
+	// registration (set by Poller.add). polled is false when the session
+	// fell back to a reader goroutine. reading is set by the poller when it
+	// hands an event to readable and cleared before re-arming: a second
+	// reader of one session is refused.
+	raw     syscall.RawConn
+	fd      int
+	pollGen uint32
+	polled  bool
+	reading atomic.Bool
 
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
@@ -269,8 +274,23 @@ func (s *Session) end(err error) {
 }
 
 // readable runs on its own goroutine when the poller saw the socket
-// readable: it reads everything there is, runs it, and re-arms the socket.
+// readable (and set s.reading): it reads everything there is, runs it, and
+// re-arms the socket.
 func (s *Session) readable() {
+	if !s.drain() {
+		return // ended: no re-arm, and reading stays set
+	}
+	// Cleared before the re-arm, not after: the next event may come as soon
+	// as the socket is armed, and must find the session free.
+	s.reading.Store(false)
+	if err := s.cfg.Poller.rearm(s); err != nil {
+		s.end(err)
+	}
+}
+
+// drain reads and handles what the socket holds; false when the session
+// has ended.
+func (s *Session) drain() bool {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	for {
@@ -280,17 +300,14 @@ func (s *Session) readable() {
 		}
 		if err != nil {
 			s.readFailed(err)
-			return
+			return false
 		}
-		if n == 0 || s.isEnded() {
-			break
+		if s.isEnded() {
+			return false
 		}
-	}
-	if s.isEnded() {
-		return
-	}
-	if err := s.cfg.Poller.rearm(s); err != nil {
-		s.end(err)
+		if n == 0 {
+			return true
+		}
 	}
 }
 
