@@ -222,6 +222,8 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
+	// A too slow client's write deadline is cut for good (session.Listener).
+	g.ln = session.Listener(g.ln)
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)
 	}

@@ -199,10 +199,10 @@ func (s *Session) Start(onDone func()) {
 // write deadline.
 func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
+	// Cut before Close starts the writer on the close frame, so that the
+	// close frame comes after the cut and gets tooSlowGrace, not nothing.
+	s.cutWrites()
 	s.Close(protocol.CloseTooSlow, "client too slow")
-	// (A writer between its 4008 check and its write may set a later
-	// deadline again: it then gives up at write_timeout at the latest.)
-	_ = s.nc.SetWriteDeadline(time.Now())
 }
 
 // Close starts closing the connection with a WebSocket close code: queued

@@ -103,7 +103,9 @@ func (s *Session) finish() {
 // gorilla's writer setup and a deadline change, which the profile of W3
 // showed as a fifth of the gateway's own time. gorilla still writes the
 // control frames and the prepared ones; the socket serialises whole
-// writes, so frames never interleave.
+// writes, so frames never interleave. Every write has a deadline: ours
+// here, given to gorilla for prepared frames; the caller's for control
+// frames; and a 4008 caps them all (cutWrites).
 func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) error {
 	for len(batch) > 0 {
 		if s.isClosing() && s.closeCode == protocol.CloseTooSlow {
@@ -113,10 +115,12 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 			return err
 		}
 		if pm := batch[0].Prepared(); pm != nil && s.cfg.Compress {
+			// gorilla sets the socket's deadline to its own before it
+			// writes a prepared frame (none, unless told): give it ours.
+			_ = s.conn.SetWriteDeadline(s.wdl)
 			s.conn.EnableWriteCompression(true)
 			err := s.conn.WritePreparedMessage(pm)
 			s.conn.EnableWriteCompression(false)
-			s.wdl = time.Time{} // gorilla set the socket's deadline
 			if err != nil {
 				return err
 			}
