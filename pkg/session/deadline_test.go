@@ -1,3 +1,5 @@
+//go:build linux
+
 package session
 
 import (
@@ -78,33 +80,38 @@ func preparedUpdate(t *testing.T) outbox.Message {
 	return outbox.Message{Frame: frame, Room: "r", Update: true, Meta: &outbox.UpdateMeta{Prepared: pm}}
 }
 
-// writeUntilError writes msg in batches of one with the given timeout
-// until a write fails, on its own goroutine so that a write without a
-// deadline fails the test instead of hanging it. It returns how long the
-// failing write took, and its error.
-func writeUntilError(t *testing.T, s *Session, msg outbox.Message, timeout, bound time.Duration) (time.Duration, error) {
-	t.Helper()
-	type result struct {
-		err  error
-		took time.Duration
-	}
-	done := make(chan result, 1)
+type writeResult struct {
+	took time.Duration // how long the failing write took
+	err  error
+}
+
+// startWrites writes msg in batches of one with the given timeout until a
+// write fails, on its own goroutine, so that a write without a deadline
+// fails the test (awaitWrite) instead of hanging it. The goroutine ends at
+// the first failed write, at the latest when the cleanups close the
+// sockets.
+func startWrites(s *Session, msg outbox.Message, timeout time.Duration) <-chan writeResult {
+	done := make(chan writeResult, 1)
 	go func() {
 		for {
 			start := time.Now()
 			if err := s.writeBatch([]outbox.Message{msg}, timeout); err != nil {
-				done <- result{err, time.Since(start)}
+				done <- writeResult{time.Since(start), err}
 				return
 			}
 		}
 	}()
+	return done
+}
+
+func awaitWrite(t *testing.T, done <-chan writeResult, bound time.Duration) writeResult {
+	t.Helper()
 	select {
 	case r := <-done:
-		return r.took, r.err
+		return r
 	case <-time.After(bound):
-		// The writer goroutine ends when the cleanups close the sockets.
-		t.Fatalf("no write failed within %v: a write to the stalled client has no deadline", bound)
-		return 0, nil
+		t.Fatalf("no write failed within %v: writes to the stalled client are not bounded by their deadline", bound)
+		return writeResult{}
 	}
 }
 
@@ -116,13 +123,13 @@ func TestPreparedWriteHonoursWriteTimeout(t *testing.T) {
 	t.Parallel()
 	s := stalledSession(t, false)
 	const timeout = 500 * time.Millisecond
-	took, err := writeUntilError(t, s, preparedUpdate(t), timeout, 15*time.Second)
+	r := awaitWrite(t, startWrites(s, preparedUpdate(t), timeout), 15*time.Second)
 	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("write failed with %v, want a timeout", err)
+	if !errors.As(r.err, &ne) || !ne.Timeout() {
+		t.Fatalf("write failed with %v, want a timeout", r.err)
 	}
-	if took > timeout+time.Second {
-		t.Fatalf("the blocked write took %v, write timeout %v", took, timeout)
+	if r.took > timeout+time.Second {
+		t.Fatalf("the blocked write took %v, write timeout %v", r.took, timeout)
 	}
 	if n := testCounter(t, s.metrics.CompressedMessages); n == 0 {
 		t.Fatal("no frame was sent compressed: the test did not exercise prepared writes")
@@ -138,12 +145,47 @@ func TestCutWritesHolds(t *testing.T) {
 	s := stalledSession(t, true)
 	s.cutWrites()
 	start := time.Now()
-	_, err := writeUntilError(t, s, preparedUpdate(t), time.Minute, 15*time.Second)
+	r := awaitWrite(t, startWrites(s, preparedUpdate(t), time.Minute), 15*time.Second)
 	if took := time.Since(start); took > tooSlowGrace+time.Second {
-		t.Fatalf("writes went on for %v after the cut (grace %v): %v", took, tooSlowGrace, err)
+		t.Fatalf("writes went on for %v after the cut (grace %v): %v", took, tooSlowGrace, r.err)
 	}
 	if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Minute)); err == nil {
 		t.Fatal("a ping was written with a one-minute deadline after the cut")
+	}
+}
+
+// TestControlFrameKeepsWriteDeadline: a ping written while a data write is
+// blocked on a client that stopped reading does not move the socket's
+// deadline past the blocked write's. It used to set its own (timeout from
+// now), which gave the blocked write up to twice write_timeout.
+func TestControlFrameKeepsWriteDeadline(t *testing.T) {
+	t.Parallel()
+	s := stalledSession(t, false)
+	raw := make([]byte, 48<<10)
+	_, _ = rand.Read(raw)
+	plain := outbox.Message{Frame: []byte(`{"pad":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)}
+	const timeout = 2 * time.Second
+	done := startWrites(s, plain, timeout)
+	// Blocked: the same write has been in progress for a while.
+	var due int64
+	stuckSince := time.Now()
+	waitUntil(t, 10*time.Second, "the writer never blocked", func() bool {
+		if d := s.writeDue.Load(); d != due || d == 0 {
+			due, stuckSince = d, time.Now()
+			return false
+		}
+		return time.Since(stuckSince) > 200*time.Millisecond
+	})
+	pinged := make(chan error, 1)
+	go func() {
+		pinged <- s.conn.WriteControl(websocket.PingMessage, nil, s.controlDeadline(time.Minute))
+	}()
+	r := awaitWrite(t, done, 20*time.Second)
+	if r.took > timeout+time.Second {
+		t.Fatalf("the blocked write took %v, write timeout %v: the ping extended its deadline (err %v)", r.took, timeout, r.err)
+	}
+	if err := <-pinged; err == nil {
+		t.Fatal("the ping was written to a client that reads nothing")
 	}
 }
 

@@ -117,6 +117,9 @@ type Session struct {
 	// Owned by the writer goroutine of the moment.
 	wdl    time.Time     // the socket's write deadline as last set
 	wdlFor time.Duration // the timeout it was set for
+	// writeDue is wdl (unix nanoseconds) while writeBatch runs, else 0:
+	// control frames written meanwhile keep within it (controlDeadline).
+	writeDue atomic.Int64
 
 	hbMu         sync.Mutex // the heartbeat's state
 	pingSent     int64      // unix nanoseconds
@@ -375,7 +378,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 			}
 			return nil
 		}
-		_ = s.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(s.cfg.WriteTimeout))
+		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
 	case opPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
 	case opClose:
@@ -391,7 +394,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 		if len(payload) == 1 || !validCloseCode(code) {
 			code = protocol.CloseProtocolError
 		}
-		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), s.controlDeadline(time.Second))
 		return errPeerClosed
 	}
 	return nil
@@ -426,7 +429,7 @@ func (s *Session) beat() {
 		s.heartbeat.Reset(max(s.cfg.PingInterval-s.cfg.PongTimeout, time.Millisecond))
 		return
 	}
-	if err := s.conn.WriteControl(websocket.PingMessage, nil, now.Add(s.cfg.WriteTimeout)); err != nil {
+	if err := s.conn.WriteControl(websocket.PingMessage, nil, s.controlDeadline(s.cfg.WriteTimeout)); err != nil {
 		s.end(err)
 		return
 	}
