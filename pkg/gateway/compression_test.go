@@ -2,11 +2,16 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
@@ -79,5 +84,101 @@ func TestCompression(t *testing.T) {
 	}
 	if got := metric(t, g, "roomcast_compressed_messages_total"); got != 1 {
 		t.Fatalf("roomcast_compressed_messages_total = %v, want 1 (the large update, to one client)", got)
+	}
+}
+
+// TestCompressedWriteToStalledClient: a client that negotiated
+// permessage-deflate and stops reading is closed within write_timeout + 1 s
+// of the gateway's last successful write to it, although every frame it
+// gets is a shared compressed one. Those used to be written without a
+// deadline: the writer waited for ever (until the next heartbeat failed).
+func TestCompressedWriteToStalledClient(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.Compression.Enabled = true
+	cfg.Compression.MinBytes = 64
+	cfg.Limits.MaxUpdateBytes = 256 << 10
+	cfg.WriteTimeout = time.Second
+	// The heartbeat must not be what ends the client.
+	cfg.PingInterval = time.Minute
+	cfg.PongTimeout = 30 * time.Second
+	g := roomtest.StartGateway(t, cfg)
+	nc := roomtest.Connect(t, ns)
+
+	// Compression negotiated, a tiny receive buffer, and never read.
+	d := websocket.Dialer{EnableCompression: true, NetDial: func(network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		return nd.Dial(network, addr)
+	}}
+	conn, resp, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.Contains(ext, "permessage-deflate") {
+		t.Fatalf("permessage-deflate not negotiated: %q", ext)
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"op":"join","room":"sales"}`)); err != nil {
+		t.Fatal(err)
+	}
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if n := g.Hub().Members("sales"); n != 1 {
+			return fmt.Errorf("%d members", n)
+		}
+		return nil
+	})
+
+	// 128 KiB updates that deflate shrinks little (random base64), every
+	// 10 ms, until the client is gone: far more than the socket buffers hold.
+	raw := make([]byte, 96<<10)
+	_, _ = rand.Read(raw)
+	pad := base64.StdEncoding.EncodeToString(raw)
+	stop := make(chan struct{})
+	var pub sync.WaitGroup
+	pub.Add(1)
+	go func() {
+		defer pub.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = nc.Publish(salesSubject, []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, pad)))
+			}
+		}
+	}()
+	defer func() { close(stop); pub.Wait() }()
+
+	// The gateway's last successful write is the last change of
+	// roomcast_frames_sent_total; the blocked write began right after.
+	frames, progress := 0.0, time.Now()
+	bound := time.Now().Add(cfg.WriteTimeout + 15*time.Second)
+	for metric(t, g, "roomcast_connections") != 0 {
+		if time.Now().After(bound) {
+			t.Fatalf("the stalled client is still connected %v after its last write", time.Since(progress))
+		}
+		if f := metric(t, g, "roomcast_frames_sent_total"); f != frames {
+			frames, progress = f, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(progress)
+	t.Logf("closed %v after the last write that went through (%v frames)", took, frames)
+	if took > cfg.WriteTimeout+time.Second {
+		t.Fatalf("closed %v after the last write; write_timeout is %v", took, cfg.WriteTimeout)
+	}
+	if n := metric(t, g, "roomcast_compressed_messages_total"); n == 0 {
+		t.Fatal("nothing was sent compressed: the test did not exercise prepared writes")
 	}
 }

@@ -169,7 +169,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, log)
 	if cfg.TLS.CertFile == "" {
-		if g.poller, err = session.NewPoller(); err != nil {
+		if g.poller, err = session.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
 	}
@@ -226,6 +226,8 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
+	// A too slow client's write deadline is cut for good (session.Listener).
+	g.ln = session.Listener(g.ln)
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)
 	}

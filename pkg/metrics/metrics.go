@@ -30,6 +30,7 @@ type Metrics struct {
 	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
 	Replayed            *prometheus.CounterVec // updates replayed to resuming clients, by source
 	HistoryRequests     *prometheus.CounterVec // reads of the history stream, by kind and result
+	PollerErrors        prometheus.Counter     // epoll failures the poller survived (pkg/session)
 }
 
 // New creates the metrics and registers them on reg.
@@ -80,6 +81,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_replayed_total", Help: "Stored updates sent to clients that resumed with since, by where they came from (memory: the room's recent updates on this gateway; stream: JetStream)."}, []string{"source"}),
 		HistoryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_history_requests_total", Help: "Requests to the JetStream history stream, by kind (latest: a cold room's snapshot; range: a batched read for a resume or a repair) and result (ok, error)."}, []string{"kind", "result"}),
+		PollerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_poller_errors_total", Help: "Failures of the epoll reader (epoll_wait errors other than EINTR, a second read of one connection refused); each is logged and the poller goes on."}),
 	}
 	for _, src := range []string{"memory", "stream"} {
 		m.Replayed.WithLabelValues(src)
@@ -93,6 +96,6 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
-		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
+		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages, m.PollerErrors)
 	return m
 }

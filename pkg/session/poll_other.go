@@ -4,8 +4,11 @@ package session
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"syscall"
+
+	"github.com/roomcast/roomcast/pkg/metrics"
 )
 
 // Poller is Linux-only (epoll); elsewhere NewPoller fails and every
@@ -13,7 +16,9 @@ import (
 type Poller struct{}
 
 // NewPoller reports that this system has no poller.
-func NewPoller() (*Poller, error) { return nil, errors.New("no epoll on this system") }
+func NewPoller(*slog.Logger, *metrics.Metrics) (*Poller, error) {
+	return nil, errors.New("no epoll on this system")
+}
 
 // Close does nothing.
 func (p *Poller) Close() {}

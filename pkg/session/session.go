@@ -90,11 +90,16 @@ type Session struct {
 	onDone  func()
 	start   time.Time
 
-	// With a poller: the socket's descriptor. polled is false when the
-	// session fell back to a reader goroutine.
-	raw    syscall.RawConn
-	fd     int
-	polled bool
+	// With a poller: the socket's descriptor and the generation of its
+	// registration (set by Poller.add). polled is false when the session
+	// fell back to a reader goroutine. reading is set by the poller when it
+	// hands an event to readable and cleared before re-arming: a second
+	// reader of one session is refused.
+	raw     syscall.RawConn
+	fd      int
+	pollGen uint32
+	polled  bool
+	reading atomic.Bool
 
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
@@ -113,6 +118,9 @@ type Session struct {
 	// Owned by the writer goroutine of the moment.
 	wdl    time.Time     // the socket's write deadline as last set
 	wdlFor time.Duration // the timeout it was set for
+	// writeDue is wdl (unix nanoseconds) while writeBatch runs, else 0:
+	// control frames written meanwhile keep within it (controlDeadline).
+	writeDue atomic.Int64
 
 	hbMu         sync.Mutex // the heartbeat's state
 	pingSent     int64      // unix nanoseconds
@@ -196,10 +204,10 @@ func (s *Session) Start(onDone func()) {
 // write deadline.
 func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
+	// Cut before Close starts the writer on the close frame, so that the
+	// close frame comes after the cut and gets tooSlowGrace, not nothing.
+	s.cutWrites()
 	s.Close(protocol.CloseTooSlow, "client too slow")
-	// (A writer between its 4008 check and its write may set a later
-	// deadline again: it then gives up at write_timeout at the latest.)
-	_ = s.nc.SetWriteDeadline(time.Now())
 }
 
 // Close starts closing the connection with a WebSocket close code: queued
@@ -271,8 +279,23 @@ func (s *Session) end(err error) {
 }
 
 // readable runs on its own goroutine when the poller saw the socket
-// readable: it reads everything there is, runs it, and re-arms the socket.
+// readable (and set s.reading): it reads everything there is, runs it, and
+// re-arms the socket.
 func (s *Session) readable() {
+	if !s.drain() {
+		return // ended: no re-arm, and reading stays set
+	}
+	// Cleared before the re-arm, not after: the next event may come as soon
+	// as the socket is armed, and must find the session free.
+	s.reading.Store(false)
+	if err := s.cfg.Poller.rearm(s); err != nil {
+		s.end(err)
+	}
+}
+
+// drain reads and handles what the socket holds; false when the session
+// has ended.
+func (s *Session) drain() bool {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	for {
@@ -282,17 +305,14 @@ func (s *Session) readable() {
 		}
 		if err != nil {
 			s.readFailed(err)
-			return
+			return false
 		}
-		if n == 0 || s.isEnded() {
-			break
+		if s.isEnded() {
+			return false
 		}
-	}
-	if s.isEnded() {
-		return
-	}
-	if err := s.cfg.Poller.rearm(s); err != nil {
-		s.end(err)
+		if n == 0 {
+			return true
+		}
 	}
 }
 
@@ -360,7 +380,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 			}
 			return nil
 		}
-		_ = s.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(s.cfg.WriteTimeout))
+		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
 	case opPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
 	case opClose:
@@ -376,7 +396,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 		if len(payload) == 1 || !validCloseCode(code) {
 			code = protocol.CloseProtocolError
 		}
-		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), s.controlDeadline(time.Second))
 		return errPeerClosed
 	}
 	return nil
@@ -411,7 +431,7 @@ func (s *Session) beat() {
 		s.heartbeat.Reset(max(s.cfg.PingInterval-s.cfg.PongTimeout, time.Millisecond))
 		return
 	}
-	if err := s.conn.WriteControl(websocket.PingMessage, nil, now.Add(s.cfg.WriteTimeout)); err != nil {
+	if err := s.conn.WriteControl(websocket.PingMessage, nil, s.controlDeadline(s.cfg.WriteTimeout)); err != nil {
 		s.end(err)
 		return
 	}

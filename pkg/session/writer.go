@@ -103,8 +103,11 @@ func (s *Session) finish() {
 // gorilla's writer setup and a deadline change, which the profile of W3
 // showed as a fifth of the gateway's own time. gorilla still writes the
 // control frames and the prepared ones; the socket serialises whole
-// writes, so frames never interleave.
+// writes, so frames never interleave. Every write has a deadline: ours
+// here, given to gorilla for prepared frames; the caller's for control
+// frames; and a 4008 caps them all (cutWrites).
 func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) error {
+	defer s.writeDue.Store(0)
 	for len(batch) > 0 {
 		if s.isClosing() && s.closeCode == protocol.CloseTooSlow {
 			return errTooSlow
@@ -112,11 +115,14 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		if err := s.ensureDeadline(timeout); err != nil {
 			return err
 		}
+		s.writeDue.Store(s.wdl.UnixNano())
 		if pm := batch[0].Prepared(); pm != nil && s.cfg.Compress {
+			// gorilla sets the socket's deadline to its own before it
+			// writes a prepared frame (none, unless told): give it ours.
+			_ = s.conn.SetWriteDeadline(s.wdl)
 			s.conn.EnableWriteCompression(true)
 			err := s.conn.WritePreparedMessage(pm)
 			s.conn.EnableWriteCompression(false)
-			s.wdl = time.Time{} // gorilla set the socket's deadline
 			if err != nil {
 				return err
 			}
@@ -190,6 +196,20 @@ func (s *Session) ensureDeadline(timeout time.Duration) error {
 	}
 	s.wdl, s.wdlFor = now.Add(timeout), timeout
 	return s.nc.SetWriteDeadline(s.wdl)
+}
+
+// controlDeadline is the deadline for a control frame written beside the
+// writer (a ping, a pong): timeout from now, but not past the deadline of
+// a data write in progress. The socket has one write deadline, and setting
+// a later one would give a write blocked on a client that stopped reading
+// more than write_timeout.
+func (s *Session) controlDeadline(timeout time.Duration) time.Time {
+	now := time.Now()
+	d := now.Add(timeout)
+	if due := s.writeDue.Load(); due > now.UnixNano() && due < d.UnixNano() {
+		return time.Unix(0, due)
+	}
+	return d
 }
 
 // sent counts one frame holding msgs (size payload bytes, before any
