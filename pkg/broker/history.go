@@ -100,6 +100,7 @@ func IsNoJetStream(err error) bool {
 type Msg struct {
 	Seq, Prev uint64
 	Data      []byte
+	Time      time.Time // when the stream stored it (zero if unknown)
 }
 
 // History reads room history from the stream.
@@ -115,9 +116,10 @@ func NewHistory(nc *nats.Conn, cfg HistoryConfig) *History { return &History{nc:
 var errNotFound = errors.New("message not found")
 
 type storedMsg struct {
-	Subject string `json:"subject"`
-	Seq     uint64 `json:"seq"`
-	Data    []byte `json:"data"` // base64 in JSON; []byte decodes it
+	Subject string    `json:"subject"`
+	Seq     uint64    `json:"seq"`
+	Data    []byte    `json:"data"` // base64 in JSON; []byte decodes it
+	Time    time.Time `json:"time"`
 }
 
 // get asks the stream leader for one message. Unlike a direct get, which
@@ -180,7 +182,7 @@ func (h *History) Latest(ctx context.Context, room string, before uint64) (m Msg
 			err = errNotFound
 		}
 		if err == nil {
-			last = storedMsg{Subject: subj, Seq: msgs[0].Seq, Data: msgs[0].Data}
+			last = storedMsg{Subject: subj, Seq: msgs[0].Seq, Data: msgs[0].Data, Time: msgs[0].Time}
 		}
 	} else {
 		err = errNotFound
@@ -195,7 +197,7 @@ func (h *History) Latest(ctx context.Context, room string, before uint64) (m Msg
 	if err != nil {
 		return Msg{}, false, err
 	}
-	return Msg{Seq: last.Seq, Prev: prev, Data: last.Data}, true, nil
+	return Msg{Seq: last.Seq, Prev: prev, Data: last.Data, Time: last.Time}, true, nil
 }
 
 // prevOf finds the sequence of the last message of subj before seq, with a
@@ -235,6 +237,16 @@ func (h *History) From(ctx context.Context, room string, from uint64, limit int)
 	return h.direct(ctx, map[string]any{"seq": from, "next_by_subj": subj, "batch": limit, "max_bytes": maxBatchBytes})
 }
 
+// Since returns the room's stored updates stored at or after t, oldest
+// first, at most limit of them, in one batched request; Prev is left 0.
+func (h *History) Since(ctx context.Context, room string, t time.Time, limit int) ([]Msg, error) {
+	subj, err := h.subject(room)
+	if err != nil {
+		return nil, err
+	}
+	return h.direct(ctx, map[string]any{"start_time": t.UTC(), "next_by_subj": subj, "batch": limit, "max_bytes": maxBatchBytes})
+}
+
 // direct runs one batched direct get and collects its messages until the
 // end-of-batch status (or a 404: none).
 func (h *History) direct(ctx context.Context, req map[string]any) ([]Msg, error) {
@@ -268,6 +280,7 @@ func (h *History) direct(ctx context.Context, req map[string]any) ([]Msg, error)
 		if err != nil {
 			return nil, fmt.Errorf("direct get: bad Nats-Sequence %q", m.Header.Get("Nats-Sequence"))
 		}
-		msgs = append(msgs, Msg{Seq: s, Data: m.Data})
+		ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		msgs = append(msgs, Msg{Seq: s, Data: m.Data, Time: ts})
 	}
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/roomcast/roomcast/pkg/protocol"
@@ -15,6 +16,9 @@ type Delivery struct {
 	// Seq and Prev are the stream sequence of this update and of the
 	// room's previous one; both 0 without history.
 	Seq, Prev uint64
+	// Time is when the stream stored it (zero without history): the same
+	// on every gateway, so history windows agree.
+	Time time.Time
 }
 
 // Subscription is a room subscription; Unsubscribe ends it.
@@ -75,7 +79,8 @@ func (r *Rooms) Subscribe(room string, deliver func(Delivery)) (Subscription, er
 		handler = func(m *nats.Msg) {
 			seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 			prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
-			deliver(Delivery{Payload: m.Data, Seq: seq, Prev: prev})
+			ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+			deliver(Delivery{Payload: m.Data, Seq: seq, Prev: prev, Time: ts})
 		}
 	}
 	sub, err := r.nc.Subscribe(subject, handler)

@@ -223,3 +223,45 @@ func TestResumeLoopBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryOnJoin: a join that asks for recent history gets it, by count
+// or by age, from the gateway's memory or from the stream, in order, then
+// live updates with no gap (real NATS and sockets).
+func TestHistoryOnJoin(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.History.Memory = 10
+	g := roomtest.StartGateway(t, cfg)
+	for _, tc := range []struct {
+		name    string
+		history string
+		warm    bool // another client keeps the room on the gateway: its memory has the last 10
+		first   int  // the first update expected, of 0..29
+	}{
+		{"count from memory", `5`, true, 25},
+		{"count from the stream", `20`, true, 10},
+		{"count on a cold room", `5`, false, 25},
+		{"more than stored", `500`, false, 0},
+		{"age from the stream", `"1h"`, true, 0},
+		{"age on a cold room", `"1h"`, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			room := "hist-" + strings.ReplaceAll(tc.name, " ", "-")
+			if tc.warm {
+				roomtest.Dial(t, g).Join(room)
+			}
+			seqs := publishAt(t, nc, room, 30, 500, 0)
+			c := roomtest.Dial(t, g)
+			c.Send(fmt.Sprintf(`{"op":"join","room":%q,"history":%s}`, room, tc.history))
+			c.Expect("joined")
+			prev := uint64(0)
+			if tc.first > 0 {
+				prev = seqs[tc.first-1]
+			}
+			expectChain(t, c, seqs[tc.first:], prev, false)
+			live := publishAt(t, nc, room, 2, 50, 30)
+			expectChain(t, c, live, seqs[29], false)
+		})
+	}
+}

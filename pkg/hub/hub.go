@@ -66,6 +66,9 @@ type History interface {
 	// From returns up to limit stored updates with seq >= from, oldest
 	// first, in one request.
 	From(ctx context.Context, room string, from uint64, limit int) ([]broker.Msg, error)
+	// Since returns up to limit stored updates stored at or after t,
+	// oldest first, in one request.
+	Since(ctx context.Context, room string, t time.Time, limit int) ([]broker.Msg, error)
 }
 
 // Member is one client's queue. Its identity is the client's identity.
@@ -167,11 +170,19 @@ type JoinRequest struct {
 	HasID    bool
 	Since    uint64 // resume after this seq; 0 or !HasSince: a plain join
 	HasSince bool
-	// Budget, if not nil, is the client's resume budget (NewBudget).
+	// HistoryCount or HistoryAge ask for the room's recent updates: the
+	// last HistoryCount, or those of the last HistoryAge (at least the
+	// latest), then live.
+	HistoryCount int
+	HistoryAge   time.Duration
+	// Budget, if not nil, is the client's resume budget (NewBudget); a
+	// history window costs as much as a resume.
 	Budget *Budget
 }
 
 func (r JoinRequest) resume() bool { return r.HasSince && r.Since > 0 }
+
+func (r JoinRequest) window() bool { return r.HistoryCount > 0 || r.HistoryAge > 0 }
 
 // Join adds m to the room, taking the room's subscription if m is its
 // first local client. It queues the joined reply and then, in order: the
@@ -184,7 +195,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 	if !protocol.ValidRoom(req.Room) {
 		return fmt.Errorf("hub: invalid room %q", req.Room)
 	}
-	if req.resume() && h.opts.History != nil && !req.Budget.allow(time.Now()) {
+	if (req.resume() || req.window()) && h.opts.History != nil && !req.Budget.allow(time.Now()) {
 		return ErrRateLimited
 	}
 	r, err := h.acquire(req.Room)
@@ -207,6 +218,9 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		m.Push(reply)
 		r.mu.Unlock()
 		return nil // the reference taken above is released by the defer
+	}
+	if req.window() && h.opts.History != nil {
+		return h.joinWindow(r, m, req, reply, &joined)
 	}
 	if !req.resume() || h.opts.History == nil {
 		m.Push(reply)
@@ -263,6 +277,50 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 	return nil
 }
 
+// joinWindow answers a join that asks for recent history: the window
+// from the ring when it reaches back far enough, else from the stream
+// (read with no lock held), then live through the catch-up. r.mu is held
+// on entry and released.
+func (h *Hub) joinWindow(r *room, m Member, req JoinRequest, reply outbox.Message, joined *bool) error {
+	from := time.Now().Add(-req.HistoryAge)
+	pending, ok := r.windowLocked(req.HistoryCount, from)
+	source := "memory"
+	if !ok {
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+		read, err := h.readWindow(ctx, r, req.HistoryCount, from)
+		cancel()
+		r.mu.Lock()
+		switch {
+		case err != nil:
+			// The window is a nicety: give what memory has rather than
+			// refuse the join.
+			h.log.Warn("history window: reading the stream failed; sending what memory has", "room", r.name, "err", err)
+			pending, _ = r.windowLocked(req.HistoryCount, from)
+			if len(pending) == 0 && r.ring.last() != nil {
+				pending = []entry{*r.ring.last()}
+			}
+			source = "memory"
+		case len(read) == 0 && r.ring.last() != nil:
+			pending = []entry{*r.ring.last()} // an empty window still shows the latest
+		default:
+			pending, source = read, "stream"
+		}
+	}
+	defer r.mu.Unlock()
+	m.Push(reply)
+	if r.has(m) {
+		return nil
+	}
+	*joined = true
+	if len(pending) == 0 {
+		r.addLocked(m)
+		return nil
+	}
+	r.catchLocked(h, m, pending[0].prev, pending, source)
+	return nil
+}
+
 // load makes sure a cold room has the latest valid stored update in its
 // ring, asking the stream at most once at a time per room (other joiners
 // wait for that answer) and never under a lock. A room with nothing
@@ -304,7 +362,7 @@ func (h *Hub) load(r *room) {
 	} else if found {
 		r.deliverMu.Lock()
 		if msg.Seq > r.lastSeen {
-			h.processLocked(r, msg.Seq, msg.Prev, msg.Data, true)
+			h.processLocked(r, msg.Seq, msg.Prev, msg.Data, msg.Time, true)
 		}
 		r.deliverMu.Unlock()
 	}
@@ -351,16 +409,65 @@ func (h *Hub) read(ctx context.Context, r *room, since uint64) (out []entry, mis
 	if msgs[0].Seq == since {
 		msgs, missed = msgs[1:], false
 	}
+	return h.encodeRun(r, msgs, prev, missed), false, nil
+}
+
+// encodeRun encodes stored updates for a replay, skipping refused ones:
+// prev is the seq before the first, and each next one's prev the last
+// one kept; missed flags the first.
+func (h *Hub) encodeRun(r *room, msgs []broker.Msg, prev uint64, missed bool) []entry {
+	out := make([]entry, 0, len(msgs))
 	var buf bytes.Buffer
 	for _, msg := range msgs {
-		e, ok := h.entryFor(&buf, r.name, msg.Seq, prev, missed, msg.Data)
+		e, ok := h.entryFor(&buf, r.name, msg.Seq, prev, missed, msg.Data, msg.Time)
 		if !ok {
 			continue
 		}
 		out = append(out, e)
 		prev, missed = msg.Seq, false
 	}
-	return out, false, nil
+	return out
+}
+
+// readWindow reads a join's history window from the stream: the last
+// count stored updates, or those stored since from.
+func (h *Hub) readWindow(ctx context.Context, r *room, count int, from time.Time) ([]entry, error) {
+	var msgs []broker.Msg
+	if count == 0 {
+		var err error
+		msgs, err = h.opts.History.Since(ctx, r.name, from, readBatch)
+		h.countRequest("range", err)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		// The stream reads forward only: scan what is stored (at most
+		// depth+1 updates) and keep the last count.
+		next := uint64(1)
+		for range h.opts.HistoryDepth/readBatch + 2 {
+			page, err := h.opts.History.From(ctx, r.name, next, readBatch)
+			h.countRequest("range", err)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, page...)
+			if len(msgs) > count+1 {
+				msgs = msgs[len(msgs)-count-1:]
+			}
+			if len(page) < readBatch {
+				break
+			}
+			next = page[len(page)-1].Seq + 1
+		}
+	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	prev := uint64(0)
+	if count > 0 && len(msgs) > count {
+		prev, msgs = msgs[0].Seq, msgs[1:] // the one before the window: its seq is the first's prev
+	}
+	return h.encodeRun(r, msgs, prev, false), nil
 }
 
 func (h *Hub) countRequest(kind string, err error) {
@@ -617,7 +724,7 @@ func (h *Hub) deliver(r *room, d broker.Delivery) {
 	r.deliverMu.Lock()
 	defer r.deliverMu.Unlock()
 	if d.Seq == 0 { // no history: no order to keep beyond NATS's own
-		h.processLocked(r, 0, 0, d.Payload, true)
+		h.processLocked(r, 0, 0, d.Payload, time.Now(), true)
 		return
 	}
 	if d.Seq <= r.lastSeen {
@@ -637,7 +744,7 @@ func (h *Hub) deliver(r *room, d broker.Delivery) {
 		h.repairLocked(r, d.Prev)
 	}
 	if d.Seq > r.lastSeen {
-		h.processLocked(r, d.Seq, d.Prev, d.Payload, true)
+		h.processLocked(r, d.Seq, d.Prev, d.Payload, d.Time, true)
 	}
 }
 
@@ -714,7 +821,7 @@ func (h *Hub) mergeLocked(r *room, after, upTo uint64, msgs []broker.Msg) int {
 			break
 		}
 		if msg.Seq > r.lastSeen {
-			h.processLocked(r, msg.Seq, prev, msg.Data, true)
+			h.processLocked(r, msg.Seq, prev, msg.Data, msg.Time, true)
 			n++
 		}
 		prev = msg.Seq
@@ -750,7 +857,7 @@ func (h *Hub) Refresh(ctx context.Context) {
 			h.log.Warn("refresh after reconnect failed", "room", r.name, "err", err)
 		case !found || msg.Seq <= r.lastSeen:
 		case r.lastSeen == 0:
-			h.processLocked(r, msg.Seq, msg.Prev, msg.Data, true)
+			h.processLocked(r, msg.Seq, msg.Prev, msg.Data, msg.Time, true)
 		default:
 			h.repairLocked(r, msg.Seq)
 		}
@@ -761,7 +868,10 @@ func (h *Hub) Refresh(ctx context.Context) {
 // processLocked validates and encodes one update once, makes it the room's
 // latest and, if fanOut, queues the same bytes to every live member and
 // wakes the catch-ups. deliverMu must be held.
-func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bool) {
+func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, at time.Time, fanOut bool) {
+	if at.IsZero() {
+		at = time.Now()
+	}
 	if fanOut {
 		h.metrics.UpdatesReceived.Inc()
 	}
@@ -770,7 +880,7 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, fanOut bo
 	if seq != 0 && prev == r.lastSeen && r.lastValid != 0 {
 		prev = r.lastValid
 	}
-	e, ok := h.entryFor(&r.scratch, r.name, seq, prev, false, payload)
+	e, ok := h.entryFor(&r.scratch, r.name, seq, prev, false, payload, at)
 	if !ok {
 		r.mu.Lock()
 		r.lastSeen = max(r.lastSeen, seq)
@@ -816,7 +926,7 @@ func (h *Hub) valid(payload []byte) bool {
 // entryFor validates a payload and encodes its update frame once;
 // invalid payloads are counted, logged (rate-limited) and refused. buf is
 // scratch space.
-func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed bool, payload []byte) (entry, bool) {
+func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed bool, payload []byte, at time.Time) (entry, bool) {
 	buf.Reset()
 	err := errTooLarge
 	if len(payload) <= h.opts.MaxUpdateBytes {
@@ -838,7 +948,7 @@ func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed 
 		// first write to a client that negotiated compression.
 		meta.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
 	}
-	return entry{room: room, seq: seq, prev: prev, frame: frame, meta: meta}, true
+	return entry{room: room, seq: seq, prev: prev, at: at, frame: frame, meta: meta}, true
 }
 
 // publishedAt returns the payload's top-level "ts" (unix milliseconds), or

@@ -108,10 +108,34 @@ func (r *room) replayLocked(since uint64) (pending []entry, ok bool) {
 	return r.ring.after(since), true
 }
 
+// windowLocked returns a join's history window from the ring: the last
+// count entries, or those from from on (at least the latest); ok is false
+// when the ring does not reach back far enough.
+func (r *room) windowLocked(count int, from time.Time) (pending []entry, ok bool) {
+	n := r.ring.len()
+	switch {
+	case n == 0:
+		return nil, false
+	case count > 0:
+		if n < count {
+			return nil, false
+		}
+		return r.ring.from(n - count), true
+	case r.ring.first().at.After(from):
+		return nil, false
+	}
+	i := n - 1
+	for i > 0 && !r.ring.at(i-1).at.Before(from) {
+		i--
+	}
+	return r.ring.from(i), true
+}
+
 // entry is one encoded update, shared by every client that gets it.
 type entry struct {
 	room      string
 	seq, prev uint64
+	at        time.Time // when the stream stored it (or the gateway got it)
 	frame     []byte
 	meta      *outbox.UpdateMeta
 }
@@ -132,7 +156,7 @@ func (e *entry) flagMissed() entry {
 	frame := protocol.AppendUpdate(make([]byte, 0, len(e.frame)+16),
 		protocol.Update{Room: e.room, Seq: e.seq, Prev: e.prev, Missed: true, Data: e.meta.Data})
 	meta := &outbox.UpdateMeta{Published: e.meta.Published, Data: e.meta.Data}
-	return entry{room: e.room, seq: e.seq, prev: e.prev, frame: frame, meta: meta}
+	return entry{room: e.room, seq: e.seq, prev: e.prev, at: e.at, frame: frame, meta: meta}
 }
 
 // ring holds a room's recent updates, bounded by count and by bytes; the
@@ -193,6 +217,15 @@ func (q *ring) after(since uint64) []entry {
 	for i < q.n && q.at(i).seq <= since {
 		i++
 	}
+	out := make([]entry, 0, q.n-i)
+	for ; i < q.n; i++ {
+		out = append(out, *q.at(i))
+	}
+	return out
+}
+
+// from returns a copy of the entries from the i-th on.
+func (q *ring) from(i int) []entry {
 	out := make([]entry, 0, q.n-i)
 	for ; i < q.n; i++ {
 		out = append(out, *q.at(i))

@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // Client command names.
@@ -20,7 +21,17 @@ type Command struct {
 	// Since asks for every update after this sequence number (resume).
 	Since    uint64
 	HasSince bool
+	// History asks a join for the room's recent updates: the last
+	// HistoryCount of them, or those of the last HistoryAge.
+	HistoryCount int
+	HistoryAge   time.Duration
 }
+
+// Bounds of a join's history window.
+const (
+	MaxHistoryCount = 100000
+	MaxHistoryAge   = 24 * time.Hour
+)
 
 // Error is a protocol error reply. It implements error so that parsing and
 // command handling can return it directly.
@@ -40,8 +51,9 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 type wireCommand struct {
 	Op    *string         `json:"op"`
 	Room  *string         `json:"room"`
-	ID    json.RawMessage `json:"id"`
-	Since json.RawMessage `json:"since"`
+	ID      json.RawMessage `json:"id"`
+	Since   json.RawMessage `json:"since"`
+	History json.RawMessage `json:"history"`
 }
 
 // ParseCommand parses one client frame. It returns an *Error (never another
@@ -50,7 +62,8 @@ type wireCommand struct {
 //
 // Bad looks like: not JSON, not an object, trailing data, "op" missing or
 // unknown, "room" missing, not a string or not a valid name, "id" not an
-// integer, "since" not a non-negative integer. Unknown fields are ignored
+// integer, "since" not a non-negative integer, "history" not a count or a
+// duration in range, or given with since. Unknown fields are ignored
 // so that clients can be newer than the gateway.
 func ParseCommand(frame []byte) (Command, *Error) {
 	var w wireCommand
@@ -99,7 +112,43 @@ func ParseCommand(frame []byte) (Command, *Error) {
 		}
 		cmd.Since, cmd.HasSince = since, true
 	}
+	if w.History != nil && string(w.History) != "null" {
+		if cmd.Op != OpJoin {
+			return fail(CodeBadJSON, `"history" is only valid with join`)
+		}
+		if cmd.HasSince {
+			return fail(CodeBadJSON, `"history" and "since" exclude each other: since resumes, history starts afresh`)
+		}
+		n, age, msg := parseHistory(w.History)
+		if msg != "" {
+			return fail(CodeBadJSON, msg)
+		}
+		cmd.HistoryCount, cmd.HistoryAge = n, age
+	}
 	return cmd, nil
+}
+
+// parseHistory reads a join's history window: a count of updates (a JSON
+// integer, 1 to MaxHistoryCount) or a duration string ("90s", "5m", "1h";
+// up to MaxHistoryAge).
+func parseHistory(raw json.RawMessage) (n int, age time.Duration, problem string) {
+	const bad = `"history" must be a count of updates (1 to 100000) or a duration such as "5m" (up to 24h)`
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, 0, bad
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 || d > MaxHistoryAge {
+			return 0, 0, bad
+		}
+		return 0, d, ""
+	}
+	c, err := strconv.Atoi(string(raw))
+	if err != nil || c < 1 || c > MaxHistoryCount {
+		return 0, 0, bad
+	}
+	return c, 0, ""
 }
 
 // isObject reports whether the first non-space byte of b opens an object.

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidRoom(t *testing.T) {
@@ -51,6 +52,9 @@ func TestParseCommand(t *testing.T) {
 		{"leave", ` {"op":"leave","room":"visitors","id":-1} `, Command{Op: OpLeave, Room: "visitors", ID: -1, HasID: true}, "", false},
 		{"since", `{"op":"join","room":"s","since":41}`, Command{Op: OpJoin, Room: "s", Since: 41, HasSince: true}, "", false},
 		{"since zero", `{"op":"join","room":"s","since":0}`, Command{Op: OpJoin, Room: "s", HasSince: true}, "", false},
+		{"history count", `{"op":"join","room":"s","history":300}`, Command{Op: OpJoin, Room: "s", HistoryCount: 300}, "", false},
+		{"history age", `{"op":"join","room":"s","history":"5m"}`, Command{Op: OpJoin, Room: "s", HistoryAge: 5 * time.Minute}, "", false},
+		{"history null", `{"op":"join","room":"s","history":null}`, Command{Op: OpJoin, Room: "s"}, "", false},
 		{"null id", `{"op":"join","room":"s","id":null}`, Command{Op: OpJoin, Room: "s"}, "", false},
 		{"unknown field ignored", `{"op":"join","room":"s","x":[1,2]}`, Command{Op: OpJoin, Room: "s"}, "", false},
 		{"malformed", `{"op":"join"`, Command{}, CodeBadJSON, false},
@@ -77,6 +81,15 @@ func TestParseCommand(t *testing.T) {
 		{"since negative", `{"op":"join","room":"s","since":-1,"id":2}`, Command{}, CodeBadJSON, true},
 		{"since string", `{"op":"join","room":"s","since":"4"}`, Command{}, CodeBadJSON, false},
 		{"since on leave", `{"op":"leave","room":"s","since":4}`, Command{}, CodeBadJSON, false},
+		{"history zero", `{"op":"join","room":"s","history":0}`, Command{}, CodeBadJSON, false},
+		{"history too many", `{"op":"join","room":"s","history":100001}`, Command{}, CodeBadJSON, false},
+		{"history float", `{"op":"join","room":"s","history":1.5}`, Command{}, CodeBadJSON, false},
+		{"history bad duration", `{"op":"join","room":"s","history":"5 minutes"}`, Command{}, CodeBadJSON, false},
+		{"history negative duration", `{"op":"join","room":"s","history":"-5m"}`, Command{}, CodeBadJSON, false},
+		{"history beyond a day", `{"op":"join","room":"s","history":"25h"}`, Command{}, CodeBadJSON, false},
+		{"history object", `{"op":"join","room":"s","history":{"n":1}}`, Command{}, CodeBadJSON, false},
+		{"history with since", `{"op":"join","room":"s","since":4,"history":10}`, Command{}, CodeBadJSON, false},
+		{"history on leave", `{"op":"leave","room":"s","history":10}`, Command{}, CodeBadJSON, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -485,8 +485,8 @@ func (s *Session) join(cmd protocol.Command) {
 		fail(protocol.CodeForbidden, "your token does not grant this room")
 		return
 	}
-	if cmd.HasSince && !s.cfg.History {
-		fail(protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since")
+	if (cmd.HasSince || cmd.HistoryCount > 0 || cmd.HistoryAge > 0) && !s.cfg.History {
+		fail(protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since or history")
 		return
 	}
 	// Held across hub.Join so that a teardown cannot miss a room being
@@ -501,7 +501,8 @@ func (s *Session) join(cmd protocol.Command) {
 		fail(protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(s.cfg.MaxRooms)+" rooms")
 		return
 	}
-	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince, Budget: s.resumes}
+	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince,
+		HistoryCount: cmd.HistoryCount, HistoryAge: cmd.HistoryAge, Budget: s.resumes}
 	switch err := s.hub.Join(s.box, req); {
 	case errors.Is(err, hub.ErrRateLimited):
 		fail(protocol.CodeRateLimited, "too many resumes (joins with since); join without since or slow down")

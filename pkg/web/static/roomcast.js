@@ -37,9 +37,13 @@
  *   connect()      open the connection and keep it open. Idempotent.
  *   close()        close for good: no reconnect, state 'offline'. rooms()
  *                  is kept; connect() again re-joins them.
- *   join(room)     want to be in room. Remembered; sent now when live and
- *                  again after every reconnect. Throws a TypeError for a
- *                  name outside ^[A-Za-z0-9_-]{1,64}$.
+ *   join(room, {history})  want to be in room. Remembered; sent now when
+ *                  live and again after every reconnect. Throws a
+ *                  TypeError for a name outside ^[A-Za-z0-9_-]{1,64}$.
+ *                  history (optional): the room's recent updates to get
+ *                  first, a count (300) or a duration ('5m'); asked only
+ *                  while the client holds nothing of the room (a re-join
+ *                  after a reconnect resumes with since instead).
  *   leave(room)    stop wanting room; its updates stop being delivered at
  *                  once, even before the gateway confirms.
  *   rooms()        a new Set of the rooms the client wants to be in.
@@ -130,6 +134,7 @@
       this._nextId = 1;
       this._pending = new Map();   // id -> command; in send order
       this._seq = new Map();       // room -> last seq received
+      this._history = new Map();   // room -> history window asked on a fresh join
       this._useSince = true;
       this._lastMsg = 0;           // performance.now() of the last message
       this._timers = {retry: 0, watch: 0, stable: 0};
@@ -170,9 +175,10 @@
       this._setState('offline');
     }
 
-    join(room) {
+    join(room, opts) {
       if (this._wanted.has(this._check(room))) return;
       this._wanted.add(room);
+      if (opts && opts.history !== undefined) this._history.set(room, opts.history);
       if (this._wanted.size === 1) this._lastMsg = performance.now(); // silence so far was expected
       this._sendJoin(room);
     }
@@ -180,6 +186,7 @@
     leave(room) {
       if (!this._wanted.delete(room)) return;
       this._seq.delete(room); // a later join starts afresh, no replay of the gap
+      this._history.delete(room);
       this._send({op: 'leave', room});
     }
 
@@ -312,6 +319,7 @@
       const room = msg.room !== undefined ? msg.room : cmd && cmd.room;
       if (cmd && cmd.op === 'join' && msg.code === 'history_unavailable') {
         this._useSince = false;
+        this._history.clear();
         if (this._wanted.has(cmd.room)) this._sendJoin(cmd.room);
         return;
       }
@@ -334,6 +342,7 @@
     _sendJoin(room) {
       const cmd = {op: 'join', room};
       if (this._useSince && this._seq.has(room)) cmd.since = this._seq.get(room);
+      else if (this._history.has(room)) cmd.history = this._history.get(room);
       this._send(cmd);
     }
 
