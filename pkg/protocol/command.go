@@ -49,8 +49,8 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // kept raw so that only JSON integers are accepted: encoding/json would
 // otherwise take "7" (a string) for a json.Number.
 type wireCommand struct {
-	Op    *string         `json:"op"`
-	Room  *string         `json:"room"`
+	Op      *string         `json:"op"`
+	Room    *string         `json:"room"`
 	ID      json.RawMessage `json:"id"`
 	Since   json.RawMessage `json:"since"`
 	History json.RawMessage `json:"history"`
