@@ -197,7 +197,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 			m.Push(msg)
 		}
 	case r.last != nil:
-		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Meta: r.lastMeta})
+		m.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true, Replay: true, Meta: r.lastMeta})
 	}
 	return nil
 }
@@ -223,7 +223,7 @@ func (h *Hub) historyFor(r *room, req JoinRequest) []outbox.Message {
 					break // not processed live yet: it will come that way
 				}
 				if f, ok := h.encode(r, msg.Seq, msg.Prev, false, msg.Data); ok {
-					out = append(out, outbox.Message{Frame: f, Room: r.name, Update: true})
+					out = append(out, outbox.Message{Frame: f, Room: r.name, Update: true, Replay: true, Meta: replayMeta(r)})
 				}
 			}
 			return out
@@ -234,7 +234,7 @@ func (h *Hub) historyFor(r *room, req JoinRequest) []outbox.Message {
 			return []outbox.Message{}
 		}
 		f, _ := h.encode(r, r.lastSeq, r.lastPrev, true, r.lastData)
-		return []outbox.Message{{Frame: f, Room: r.name, Update: true}}
+		return []outbox.Message{{Frame: f, Room: r.name, Update: true, Replay: true, Meta: replayMeta(r)}}
 	}
 	return nil
 }
@@ -558,6 +558,13 @@ func (h *Hub) encode(r *room, seq, prev uint64, missed bool, payload []byte) ([]
 	frame := protocol.AppendUpdate(make([]byte, 0, r.scratch.Len()+len(r.name)+96),
 		protocol.Update{Room: r.name, Seq: seq, Prev: prev, Missed: missed, Data: r.scratch.Bytes()})
 	return frame, true
+}
+
+// replayMeta carries a replayed update's ts, for the writers' replay-age
+// histogram; right after encode, r.scratch holds its compact payload. Data
+// stays nil: Socket.IO builds a replay's packet from its own frame.
+func replayMeta(r *room) *outbox.UpdateMeta {
+	return &outbox.UpdateMeta{Published: publishedAt(r.scratch.Bytes())}
 }
 
 // publishedAt returns the payload's top-level "ts" (unix milliseconds), or

@@ -4,7 +4,13 @@
 // several gateways can live in one process (as they do in tests).
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/pkg/outbox"
+)
 
 // Metrics are the gateway's counters and gauges. Fields are safe for
 // concurrent use.
@@ -23,7 +29,8 @@ type Metrics struct {
 	BytesSent           prometheus.Counter
 	ClientErrors        *prometheus.CounterVec // by error code
 	BatchMessages       prometheus.Histogram   // messages per frame written
-	PublishToSend       prometheus.Histogram   // producer's ts to the frame's write, seconds
+	PublishToSend       prometheus.Histogram   // live updates: producer's ts to the frame's write, seconds
+	ReplayAge           prometheus.Histogram   // snapshots and replays: producer's ts to the frame's write, seconds
 	AuthFailures        *prometheus.CounterVec // by reason (pkg/auth)
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
@@ -64,8 +71,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
 		PublishToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_publish_to_send_seconds",
-			Help:    "Per frame written: time from the ts (set by the producer) of its oldest update to the write; includes clock skew between producer and gateway.",
+			Help:    "Per frame (Socket.IO: per batch taken) with live updates: time from the ts (set by the producer) of its oldest live update to the write; includes clock skew between producer and gateway. Snapshots and replays are in roomcast_replay_age_seconds.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		ReplayAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_replay_age_seconds",
+			Help:    "Per frame (Socket.IO: per batch taken) with a snapshot (the room's latest update, sent on join) or updates replayed from history: age of its oldest such update at the write, from its ts.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_auth_failures_total", Help: "Requests refused with 401 (WebSocket handshakes and /api/rooms), by reason."}, []string{"reason"}),
 		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,7 +88,36 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
-		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
+		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend, m.ReplayAge,
 		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
 	return m
+}
+
+// ObserveSent observes the updates of one frame written at now: the
+// oldest live update's ts as publish-to-send latency, and the oldest
+// snapshot's or replayed update's ts as replay age. Only live updates are
+// latency: a snapshot or a replay is as old as the room's last update, or
+// older. One observation each per frame, not per message, keeps the
+// shared histograms off the per-delivery path.
+func (m *Metrics) ObserveSent(now time.Time, msgs []outbox.Message) {
+	var live, replayed int64
+	for i := range msgs {
+		p := msgs[i].Published()
+		switch {
+		case p <= 0:
+		case msgs[i].Replay:
+			if replayed == 0 || p < replayed {
+				replayed = p
+			}
+		case live == 0 || p < live:
+			live = p
+		}
+	}
+	ms := now.UnixMilli()
+	if live > 0 {
+		m.PublishToSend.Observe(float64(ms-live) / 1000)
+	}
+	if replayed > 0 {
+		m.ReplayAge.Observe(float64(ms-replayed) / 1000)
+	}
 }

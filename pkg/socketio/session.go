@@ -387,6 +387,11 @@ func (ss *session) Take(dst []engineio.Packet) []engineio.Packet {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.main {
+		// Taken means about to be written: as /ws does per frame, live
+		// latency and snapshot or replay age apart.
+		ss.srv.metrics.ObserveSent(time.Now(), batch)
+	}
 	for _, m := range batch {
 		if m.Update {
 			if !ss.main {
