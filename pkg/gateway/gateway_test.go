@@ -535,6 +535,71 @@ func TestMetricsScrape(t *testing.T) {
 	}
 }
 
+// labelled reads one series of g: name with exactly these labels.
+func labelled(t testing.TB, g *gateway.Gateway, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := g.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestDisconnectsCounted: every close is counted, by code and by who
+// closed.
+func TestDisconnectsCounted(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	closeWith := func(code int) func(*roomtest.Client) {
+		return func(c *roomtest.Client) {
+			_ = c.Conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+			c.ExpectCloseCode(5 * time.Second)
+		}
+	}
+	for _, tc := range []struct {
+		do       func(*roomtest.Client)
+		code, by string
+		what     string
+	}{
+		{closeWith(1000), "1000", "client", "a normal close"},
+		{closeWith(1001), "1001", "client", "a page going away"},
+		{closeWith(4321), "other", "client", "an application's code: one label for all, so clients cannot grow the label set"},
+		{func(c *roomtest.Client) { c.Conn.NetConn().Close() }, "1006", "client", "a dropped socket"},
+		{func(c *roomtest.Client) {
+			_ = c.Conn.WriteMessage(websocket.BinaryMessage, []byte{1})
+			c.ExpectClose(5 * time.Second)
+		}, "1003", "server", "a binary frame"},
+	} {
+		c := roomtest.Dial(t, g)
+		c.Join("sales")
+		tc.do(c)
+		labels := map[string]string{"code": tc.code, "by": tc.by}
+		roomtest.Eventually(t, 5*time.Second, func() error {
+			if v, _ := labelled(t, g, "roomcast_disconnects_total", labels); v != 1 {
+				return fmt.Errorf("%s: disconnects%v = %v, want 1", tc.what, labels, v)
+			}
+			return nil
+		})
+	}
+}
+
 // TestMetricsListen: with metrics_listen, /metrics is served there and not
 // on the public listener.
 func TestMetricsListen(t *testing.T) {

@@ -5,11 +5,13 @@
 package metrics
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
 // Metrics are the gateway's counters and gauges. Fields are safe for
@@ -17,7 +19,7 @@ import (
 type Metrics struct {
 	ConnectionsAccepted prometheus.Counter
 	Connections         prometheus.Gauge
-	Disconnects         *prometheus.CounterVec // by close code
+	Disconnects         *prometheus.CounterVec // by close code and who closed; use Disconnected
 	UpdatesReceived     prometheus.Counter
 	UpdatesDropped      *prometheus.CounterVec // by reason
 	Deliveries          prometheus.Counter
@@ -45,7 +47,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "roomcast_connections", Help: "Open WebSocket connections."}),
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomcast_disconnects_total", Help: "Connections closed by the gateway, by WebSocket close code."}, []string{"code"}),
+			Name: "roomcast_disconnects_total", Help: "Connections and Socket.IO sessions closed, by WebSocket close code (1006: ended without a close frame; other: a client's code outside the known ones) and by who closed (client, server)."}, []string{"code", "by"}),
 		UpdatesReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_updates_received_total", Help: "Room updates received from NATS."}),
 		UpdatesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -91,6 +93,44 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend, m.ReplayAge,
 		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
 	return m
+}
+
+// Label values of roomcast_disconnects_total's "by".
+const (
+	ByClient = "client"
+	ByServer = "server"
+)
+
+// CloseAbnormal (1006) is never sent: it stands for a connection that
+// ended without a close frame (the socket dropped, a write failed, the
+// heartbeat gave up).
+const CloseAbnormal = 1006
+
+// clientCodes are the close codes a client's close is counted under;
+// anything else a client sends (3000-4999 are free for applications)
+// counts as "other", so that clients cannot grow the label set.
+var clientCodes = []int{1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1010, 1011}
+
+// serverCodes are the codes the gateway closes with (1000: a Socket.IO
+// session that connected no namespace or missed its pings).
+var serverCodes = []int{1000, protocol.CloseProtocolError, protocol.CloseUnsupportedData, CloseAbnormal,
+	protocol.CloseInvalidPayload, protocol.ClosePolicyViolation, protocol.CloseMessageTooBig,
+	protocol.CloseServiceRestart, protocol.CloseTryAgainLater, protocol.CloseTokenExpired, protocol.CloseTooSlow}
+
+// Disconnected counts one closed connection.
+func (m *Metrics) Disconnected(code int, byClient bool) {
+	by, known := ByServer, serverCodes
+	if byClient {
+		by, known = ByClient, clientCodes
+	}
+	label := "other"
+	for _, c := range known {
+		if c == code {
+			label = strconv.Itoa(code)
+			break
+		}
+	}
+	m.Disconnects.WithLabelValues(label, by).Inc()
 }
 
 // ObserveSent observes the updates of one frame written at now: the

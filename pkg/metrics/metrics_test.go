@@ -41,3 +41,44 @@ func TestObserveSentKeepsReplaysApart(t *testing.T) {
 	check(m.PublishToSend, 1, 0.005)
 	check(m.ReplayAge, 1, 30)
 }
+
+func TestDisconnectedBoundsLabels(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	series := func() int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "roomcast_disconnects_total" {
+				return len(mf.GetMetric())
+			}
+		}
+		return 0
+	}
+	m.Disconnected(1000, true)
+	m.Disconnected(1012, false)
+	m.Disconnected(4321, false) // a code the gateway never sends
+	m.Disconnected(4999, true)
+	before := series()
+	for code := 3000; code < 5000; code++ {
+		m.Disconnected(code, true)
+	}
+	if after := series(); after != before {
+		t.Errorf("series %d → %d: a client's codes must not grow the label set", before, after)
+	}
+	for _, c := range []struct {
+		code, by string
+		want     float64
+	}{{"other", ByClient, 2001}, {"1000", ByClient, 1}, {"1012", ByServer, 1}, {"other", ByServer, 1}} {
+		var pb dto.Metric
+		if err := m.Disconnects.WithLabelValues(c.code, c.by).Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		if got := pb.GetCounter().GetValue(); got != c.want {
+			t.Errorf("disconnects{code=%s,by=%s} = %v, want %v", c.code, c.by, got, c.want)
+		}
+	}
+}

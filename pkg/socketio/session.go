@@ -106,7 +106,9 @@ func (ss *session) Closed(reason string) {
 	ss.leaveAll()
 	ss.box.Close()
 	ss.srv.metrics.Connections.Dec()
-	ss.srv.log.Debug("socket.io session closed", "sid", ss.conn.ID(), "reason", reason)
+	code, byClient := ss.conn.CloseStatus()
+	ss.srv.metrics.Disconnected(code, byClient)
+	ss.srv.log.Debug("socket.io session closed", "sid", ss.conn.ID(), "reason", reason, "code", code, "by_client", byClient)
 }
 
 func (ss *session) leaveAll() {
