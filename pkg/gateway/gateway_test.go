@@ -563,10 +563,27 @@ func labelled(t testing.TB, g *gateway.Gateway, name string, labels map[string]s
 }
 
 // TestDisconnectsCounted: every close is counted, by code and by who
-// closed.
+// closed, and the known label values are there at 0 before any event, so
+// that rate() sees the first one.
 func TestDisconnectsCounted(t *testing.T) {
 	t.Parallel()
 	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	for _, s := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"roomcast_disconnects_total", map[string]string{"code": "1012", "by": "server"}},
+		{"roomcast_disconnects_total", map[string]string{"code": "1000", "by": "client"}},
+		{"roomcast_client_errors_total", map[string]string{"code": "bad_op"}},
+		{"roomcast_updates_dropped_total", map[string]string{"reason": "not_object"}},
+		{"roomcast_auth_failures_total", map[string]string{"reason": "expired"}},
+		{"roomcast_connections_refused_total", map[string]string{"reason": "draining"}},
+	} {
+		if v, ok := labelled(t, g, s.name, s.labels); !ok || v != 0 {
+			t.Errorf("%s%v = %v (present %v), want present at 0", s.name, s.labels, v, ok)
+		}
+	}
+
 	closeWith := func(code int) func(*roomtest.Client) {
 		return func(c *roomtest.Client) {
 			_ = c.Conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))

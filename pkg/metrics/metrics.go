@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
@@ -92,6 +93,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend, m.ReplayAge,
 		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages)
+	m.initLabels()
 	return m
 }
 
@@ -161,3 +163,33 @@ func (m *Metrics) ObserveSent(now time.Time, msgs []outbox.Message) {
 		m.ReplayAge.Observe(float64(ms-replayed) / 1000)
 	}
 }
+
+// initLabels creates every known label value at 0: a series that appears
+// with its first event has no earlier sample, so rate() and increase()
+// cannot see that event.
+func (m *Metrics) initLabels() {
+	for _, c := range serverCodes {
+		m.Disconnects.WithLabelValues(strconv.Itoa(c), ByServer)
+	}
+	for _, c := range clientCodes {
+		m.Disconnects.WithLabelValues(strconv.Itoa(c), ByClient)
+	}
+	m.Disconnects.WithLabelValues("other", ByClient)
+	for _, r := range []string{"too_large", "not_utf8", "not_object", "invalid_json"} {
+		m.UpdatesDropped.WithLabelValues(r)
+	}
+	for _, c := range []string{protocol.CodeBadJSON, protocol.CodeBadOp, protocol.CodeBadRoom, protocol.CodeForbidden,
+		protocol.CodeTooManyRooms, protocol.CodeRateLimited, protocol.CodeHistoryUnavailable, protocol.CodeUnauthorized} {
+		m.ClientErrors.WithLabelValues(c)
+	}
+	for _, r := range []string{auth.ReasonMissing, auth.ReasonMalformed, auth.ReasonAlgorithm, auth.ReasonSignature,
+		auth.ReasonExpired, auth.ReasonNoExpiry, auth.ReasonNotYet, auth.ReasonIssuer, auth.ReasonAudience} {
+		m.AuthFailures.WithLabelValues(r)
+	}
+	for _, r := range refusedReasons {
+		m.ConnectionsRefused.WithLabelValues(r)
+	}
+}
+
+// refusedReasons are the label values of roomcast_connections_refused_total.
+var refusedReasons = []string{"origin", "max_connections", "max_connections_per_ip", "draining", "bad_handshake"}
