@@ -69,9 +69,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_bytes_sent_total", Help: "Payload bytes written to clients."}),
 		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_client_errors_total", Help: "Error replies sent to clients, by error code."}, []string{"code"}),
+		// The count is a whole number: bounds half-way between them make
+		// each low bucket hold exactly one count, so that
+		// histogram_quantile (which interpolates linearly inside a bucket)
+		// reads 1 when every frame holds one message, not 0.5.
 		BatchMessages: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomcast_batch_messages", Help: "Messages per WebSocket frame written.",
-			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+			Name: "roomcast_batch_messages", Help: "Messages per WebSocket frame written (bucket bounds fall half-way between whole numbers).",
+			Buckets: []float64{0.5, 1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5, 128.5, 256.5}}),
 		PublishToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_publish_to_send_seconds",
 			Help:    "Per frame (Socket.IO: per batch taken) with live updates: time from the ts (set by the producer) of its oldest live update to the write; includes clock skew between producer and gateway. Snapshots and replays are in roomcast_replay_age_seconds.",
