@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -473,8 +474,8 @@ func TestMetricsScrape(t *testing.T) {
 			if !ok {
 				continue
 			}
-			if !strings.HasPrefix(name, "roomcast_") {
-				t.Errorf("series not named roomcast_…: %s", name)
+			if !strings.HasPrefix(name, "roomcast_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+				t.Errorf("series not named roomcast_… (nor go_… or process_…, the standard collectors): %s", name)
 			}
 			if i := strings.IndexByte(name, '{'); i >= 0 && !strings.Contains(name, "_bucket{") {
 				name = name[:i] // sum a vector's series
@@ -521,7 +522,10 @@ func TestMetricsScrape(t *testing.T) {
 	present := []string{
 		"roomcast_queued_messages", "roomcast_queued_bytes", "roomcast_queued_bytes_max", "roomcast_conflated_total",
 		"roomcast_repaired_total", "roomcast_slow_disconnects_total", "roomcast_nats_connected", "roomcast_nats_reconnects_total",
-		"roomcast_ready",
+		"roomcast_ready", "go_goroutines", "go_memstats_heap_inuse_bytes",
+	}
+	if runtime.GOOS == "linux" {
+		present = append(present, "process_open_fds", "process_max_fds", "process_cpu_seconds_total", "process_resident_memory_bytes")
 	}
 	for _, name := range present {
 		if _, ok := after[name]; !ok {
@@ -629,6 +633,44 @@ func TestMetricsListen(t *testing.T) {
 	}
 	if code, body := roomtest.Get(t, "http://"+g.MetricsAddr().String()+"/metrics", nil); code != 200 || !strings.Contains(body, "roomcast_connections") {
 		t.Fatalf("/metrics on metrics_listen: %d", code)
+	}
+}
+
+// TestMetricsListenThroughDrain: metrics_listen answers while the gateway
+// drains (readiness 0), after the main listener has closed, and closes
+// only when the shutdown is over.
+func TestMetricsListenThroughDrain(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.MetricsListen = "127.0.0.1:0"
+	g := roomtest.StartGateway(t, cfg)
+	metricsURL := "http://" + g.MetricsAddr().String() + "/metrics"
+	// A client that never answers the close frame holds the drain open
+	// for the close grace.
+	c := roomtest.Dial(t, g)
+	c.Join("sales")
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown(context.Background()) }()
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), "\nroomcast_ready 0\n") {
+			return fmt.Errorf("roomcast_ready not 0 yet")
+		}
+		return nil
+	})
+	if _, err := http.Get(roomtest.URL(g, "/healthz")); err == nil {
+		t.Error("the main listener still answers while draining")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(metricsURL); err == nil {
+		t.Error("metrics_listen still answers after the shutdown")
 	}
 }
 
