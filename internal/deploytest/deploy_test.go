@@ -80,13 +80,20 @@ func TestComposeTopology(t *testing.T) {
 		return env
 	}
 
+	// /metrics on its own port, so that a draining gateway (whose main
+	// listener is closed) is still scraped until it exits.
+	if services["gateway"].Environment["ROOMCAST_METRICS_LISTEN"] == "" {
+		t.Error("the gateway service does not set ROOMCAST_METRICS_LISTEN")
+	}
 	var gateways []*process
-	var gatewayAddrs []string
+	var gatewayAddrs, metricsAddrs []string
 	for i := range replicas {
 		addr := fmt.Sprintf("127.0.0.1:%d", roomtest.FreePort(t))
+		maddr := fmt.Sprintf("127.0.0.1:%d", roomtest.FreePort(t))
 		gatewayAddrs = append(gatewayAddrs, addr)
+		metricsAddrs = append(metricsAddrs, maddr)
 		gateways = append(gateways, start(t, fmt.Sprintf("gateway-%d", i+1),
-			append(environment(services["gateway"]), "ROOMCAST_LISTEN="+addr), filepath.Join(bin, "gateway")))
+			append(environment(services["gateway"]), "ROOMCAST_LISTEN="+addr, "ROOMCAST_METRICS_LISTEN="+maddr), filepath.Join(bin, "gateway")))
 	}
 	for i, addr := range gatewayAddrs {
 		roomtest.Eventually(t, 30*time.Second, func() error {
@@ -219,7 +226,7 @@ func TestComposeTopology(t *testing.T) {
 	}
 	var spread []float64
 	roomtest.Eventually(t, 10*time.Second, func() error {
-		spread, err = connections(gatewayAddrs)
+		spread, err = connections(metricsAddrs)
 		if err != nil {
 			return err
 		}
@@ -254,7 +261,7 @@ func TestComposeTopology(t *testing.T) {
 	}
 	gateways[0].kill()
 	roomtest.Eventually(t, 30*time.Second, func() error {
-		spread, err := connections(gatewayAddrs[1:])
+		spread, err := connections(metricsAddrs[1:])
 		if err != nil {
 			return err
 		}
@@ -310,7 +317,7 @@ func TestComposeTopology(t *testing.T) {
 		t.Errorf("gateway-2 exited %d after SIGTERM, want 0", code)
 	}
 	roomtest.Eventually(t, 30*time.Second, func() error {
-		spread, err := connections(gatewayAddrs[2:])
+		spread, err := connections(metricsAddrs[2:])
 		if err != nil {
 			return err
 		}
@@ -327,7 +334,7 @@ func TestComposeTopology(t *testing.T) {
 	}
 
 	// Metrics of the last gateway and of the producers.
-	for _, addr := range gatewayAddrs[2:] {
+	for _, addr := range metricsAddrs[2:] {
 		m, err := scrape("http://" + addr + "/metrics")
 		if err != nil {
 			t.Fatal(err)

@@ -5,4 +5,10 @@
 // environment and arguments of their compose services, and HAProxy from
 // Debian's package with deploy/haproxy/haproxy.cfg. Only addresses are
 // changed. The test skips without haproxy unless ROOMCAST_CI is set.
+//
+// It also checks the observability files: deploy/grafana/roomcast.json
+// against the exported series, and every query of it evaluated by Debian's
+// Prometheus scraping gateways with clients, churn and a drain
+// (TestPrometheusDashboard, which skips without prometheus unless
+// ROOMCAST_CI is set).
 package deploytest

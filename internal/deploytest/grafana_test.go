@@ -28,11 +28,22 @@ func TestGrafanaDashboard(t *testing.T) {
 			} `json:"list"`
 		} `json:"templating"`
 		Panels []struct {
-			ID         int             `json:"id"`
-			Type       string          `json:"type"`
-			Title      string          `json:"title"`
-			Datasource json.RawMessage `json:"datasource"`
-			Targets    []struct {
+			ID          int             `json:"id"`
+			Type        string          `json:"type"`
+			Title       string          `json:"title"`
+			Datasource  json.RawMessage `json:"datasource"`
+			FieldConfig struct {
+				Defaults struct {
+					NoValue    *string `json:"noValue"`
+					Thresholds *struct {
+						Steps []struct {
+							Color string   `json:"color"`
+							Value *float64 `json:"value"`
+						} `json:"steps"`
+					} `json:"thresholds"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+			Targets []struct {
 				Expr       string          `json:"expr"`
 				Datasource json.RawMessage `json:"datasource"`
 			} `json:"targets"`
@@ -53,6 +64,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	ids := map[int]bool{}
 	used := map[string]bool{}
 	series := regexp.MustCompile(`roomcast_[a-z0-9_]+`)
+	standard := regexp.MustCompile(`\b(up|process_[a-z_]+|go_[a-z_]+)\{`)
 	const ds = `{"type":"prometheus","uid":"${datasource}"}`
 	for _, p := range dash.Panels {
 		if ids[p.ID] {
@@ -68,7 +80,24 @@ func TestGrafanaDashboard(t *testing.T) {
 		if len(p.Targets) == 0 {
 			t.Errorf("panel %q has no query", p.Title)
 		}
+		if p.Type == "stat" {
+			// Grafana's default thresholds (red above 80) mean nothing
+			// here: every stat sets its own, and says what no data is.
+			th := p.FieldConfig.Defaults.Thresholds
+			if th == nil || len(th.Steps) == 0 {
+				t.Errorf("stat %q has Grafana's default thresholds", p.Title)
+			} else {
+				for _, st := range th.Steps {
+					if st.Value != nil && *st.Value == 80 {
+						t.Errorf("stat %q: a threshold at 80, Grafana's default", p.Title)
+					}
+				}
+			}
+		}
 		for _, q := range p.Targets {
+			for _, m := range standard.FindAllStringSubmatch(q.Expr, -1) {
+				used[m[1]] = true
+			}
 			if compact(q.Datasource) != ds {
 				t.Errorf("panel %q: query datasource %s, want %s", p.Title, q.Datasource, ds)
 			}
@@ -93,9 +122,28 @@ func TestGrafanaDashboard(t *testing.T) {
 		"roomcast_updates_dropped_total", "roomcast_slow_disconnects_total", "roomcast_auth_failures_total",
 		"roomcast_connections_refused_total", "roomcast_tokens_expired_total", "roomcast_disconnects_total",
 		"roomcast_client_errors_total", "roomcast_nats_connected", "roomcast_nats_reconnects_total",
-		"roomcast_publish_to_send_seconds_bucket", "roomcast_producer_published_total", "roomcast_producer_errors_total"} {
+		"roomcast_publish_to_send_seconds_bucket", "roomcast_producer_published_total", "roomcast_producer_errors_total",
+		// Issue 17: the process row, up, Socket.IO, compression, replay
+		// age, and connections against the limit.
+		"roomcast_replay_age_seconds_bucket", "roomcast_socketio_sessions", "roomcast_compressed_messages_total",
+		"roomcast_goroutines", "roomcast_max_connections", "up", "process_cpu_seconds_total",
+		"process_resident_memory_bytes", "process_open_fds", "process_max_fds", "go_gc_duration_seconds_count"} {
 		if !used[name] {
 			t.Errorf("the dashboard does not show %s", name)
+		}
+	}
+	// Ready gateways: red at 0, and no data (every gateway gone) reads 0.
+	for _, p := range dash.Panels {
+		if p.Title != "Ready gateways" {
+			continue
+		}
+		d := p.FieldConfig.Defaults
+		if d.NoValue == nil || *d.NoValue != "0" {
+			t.Errorf("Ready gateways: noValue %v, want 0", d.NoValue)
+		}
+		if d.Thresholds == nil || len(d.Thresholds.Steps) < 2 || d.Thresholds.Steps[0].Color != "red" ||
+			d.Thresholds.Steps[1].Value == nil || *d.Thresholds.Steps[1].Value != 1 {
+			t.Errorf("Ready gateways: thresholds %+v, want red below 1", d.Thresholds)
 		}
 	}
 }

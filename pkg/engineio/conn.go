@@ -2,6 +2,8 @@ package engineio
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -36,6 +38,7 @@ type Conn struct {
 	finalSent bool   // a poll has been answered with final; later polls get 400
 	closeCode int    // WebSocket close code
 	reason    string // why the session ended
+	byClient  bool   // the client closed the session, or went away
 
 	wake     chan struct{} // capacity 1: the queue grew or the state changed
 	pong     chan struct{} // capacity 1: a pong arrived
@@ -100,13 +103,38 @@ func (c *Conn) signal() {
 // a close frame with code. It does not block.
 func (c *Conn) Close(code int, reason string) { c.close(Close, code, reason) }
 
-func (c *Conn) close(final byte, code int, reason string) {
+// CloseStatus reports how the session ended: its WebSocket close code
+// (1006: it ended without a close frame, or the client's polling stopped)
+// and whether the client closed it (or went away) rather than the server.
+// It is valid once Done is closed.
+func (c *Conn) CloseStatus() (code int, byClient bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode, c.byClient
+}
+
+// close ends the session on the server's initiative; the first close,
+// by either side, wins.
+func (c *Conn) close(final byte, code int, reason string) { c.end(final, code, reason, false) }
+
+// clientClosed ends the session because the client closed it or went
+// away.
+func (c *Conn) clientClosed(final byte, code int, reason string) { c.end(final, code, reason, true) }
+
+// failed ends the session after a failed write: a timeout is the
+// server giving up on the client, anything else the client gone.
+func (c *Conn) failed(err error, reason string) {
+	var ne net.Error
+	c.end(Close, 1006, reason, !(errors.As(err, &ne) && ne.Timeout()))
+}
+
+func (c *Conn) end(final byte, code int, reason string, byClient bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
 	}
-	c.closed, c.final, c.closeCode, c.reason = true, final, code, reason
+	c.closed, c.final, c.closeCode, c.reason, c.byClient = true, final, code, reason, byClient
 	c.queue = nil
 	probe := c.probeWS
 	// A client that closes over polling may have its last poll in flight:
@@ -209,7 +237,7 @@ func (c *Conn) receive(p Packet) error {
 	case Ping: // not sent by v4 clients outside a probe; answer anyway
 		c.Send(Packet{Type: Pong, Data: p.Data})
 	case Close:
-		c.close(Noop, 1000, "client closed")
+		c.clientClosed(Noop, 1000, "client closed")
 		return errClosed
 	case Noop:
 	default:

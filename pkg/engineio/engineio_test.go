@@ -392,3 +392,47 @@ func TestShutdown(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	roomtest.WaitGoroutines(t, base0)
 }
+
+// TestCloseStatus: a session records how it ended, for the disconnect
+// metric: the client's close code and that the client closed, or the
+// server's.
+func TestCloseStatus(t *testing.T) {
+	t.Parallel()
+	conns := make(chan *engineio.Conn, 1)
+	_, base := start(t, func(c *engineio.Config) {
+		c.Open = func(conn *engineio.Conn) engineio.Handler {
+			conns <- conn
+			return engineio.Echo(conn)
+		}
+	})
+	tests := []struct {
+		name     string
+		end      func(*websocket.Conn)
+		code     int
+		byClient bool
+	}{
+		{"close frame", func(ws *websocket.Conn) {
+			_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""))
+		}, websocket.CloseGoingAway, true},
+		{"close packet", func(ws *websocket.Conn) { _ = ws.WriteMessage(websocket.TextMessage, []byte("1")) }, websocket.CloseNormalClosure, true},
+		{"dropped", func(ws *websocket.Conn) { ws.NetConn().Close() }, 1006, true},
+		{"oversized", func(ws *websocket.Conn) {
+			_ = ws.WriteMessage(websocket.TextMessage, []byte("4"+strings.Repeat("x", 1000)))
+		}, websocket.CloseMessageTooBig, false},
+		{"invalid packet", func(ws *websocket.Conn) { _ = ws.WriteMessage(websocket.TextMessage, []byte("abc")) }, websocket.CloseProtocolError, false},
+	}
+	for _, tt := range tests {
+		ws := dialWS(t, base, "")
+		read(t, ws)
+		c := <-conns
+		tt.end(ws)
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the session did not end", tt.name)
+		}
+		if code, byClient := c.CloseStatus(); code != tt.code || byClient != tt.byClient {
+			t.Errorf("%s: CloseStatus %d, by client %v; want %d, %v", tt.name, code, byClient, tt.code, tt.byClient)
+		}
+	}
+}

@@ -93,7 +93,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 	if _, err := w.Write(body); err != nil {
-		c.close(Close, 1006, "poll write failed")
+		c.failed(err, "poll write failed")
 	}
 }
 
@@ -132,7 +132,7 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusRequestEntityTooLarge, codeBadRequest)
 			return
 		}
-		c.close(Close, 1006, "reading the POST failed")
+		c.clientClosed(Close, 1006, "reading the POST failed")
 		return
 	}
 	packets, err := decodePayload(body)

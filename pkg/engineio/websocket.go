@@ -137,11 +137,17 @@ func (c *Conn) serveWebSocket(ws *websocket.Conn) {
 	for {
 		typ, data, err := ws.ReadMessage()
 		if err != nil {
-			code := 1006
-			if errors.Is(err, websocket.ErrReadLimit) {
-				code = websocket.CloseMessageTooBig
+			var ce *websocket.CloseError
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
+				c.close(Close, websocket.CloseMessageTooBig, "message too big")
+			case errors.As(err, &ce) && ce.Code == websocket.CloseNoStatusReceived:
+				c.clientClosed(Close, websocket.CloseNormalClosure, "transport closed")
+			case errors.As(err, &ce):
+				c.clientClosed(Close, ce.Code, "transport closed")
+			default:
+				c.clientClosed(Close, 1006, "transport closed")
 			}
-			c.close(Close, code, "transport closed")
 			break
 		}
 		p := Packet{Type: Message, Data: data, Binary: true}
@@ -185,7 +191,7 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 			}
 			lastWrite = time.Now()
 			if err := c.writePacket(ws, p); err != nil {
-				c.close(Close, 1006, "write failed")
+				c.failed(err, "write failed")
 				return
 			}
 		}
@@ -196,8 +202,11 @@ func (c *Conn) writeLoop(ws *websocket.Conn) {
 		case <-c.done:
 			c.mu.Lock()
 			code, reason := c.closeCode, c.reason
+			// The client's own close frame was answered by gorilla's
+			// close handler already.
+			answered := c.byClient && c.final == Close
 			c.mu.Unlock()
-			if code != 1006 {
+			if code != 1006 && !answered {
 				msg := websocket.FormatCloseMessage(code, reason)
 				_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
 			}

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/config"
@@ -165,6 +166,9 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	}
 
 	g.metrics = metrics.New(g.registry)
+	// CPU, memory, descriptors against their limit, GC: what the
+	// autoscaler and the first hard limits are about.
+	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.hub = hub.New(rooms, hopts, g.metrics, g.registry, log)
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, log)
@@ -291,6 +295,12 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		}
 	})
 	log.Info("gateway listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil, "auth", cfg.Auth.Mode, "nats", natsTarget(cfg))
+	if g.metricsLn != nil {
+		log.Info("serving metrics", "addr", g.metricsLn.Addr().String(), "path", "/metrics", "through_drain", true)
+	} else {
+		log.Info("serving metrics", "addr", g.ln.Addr().String(), "path", "/metrics", "through_drain", false,
+			"note", "set metrics_listen to keep /metrics up while the gateway drains")
+	}
 	started = true
 	return g, nil
 }
@@ -388,10 +398,12 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.cancel()
 	g.hub.Close()
 	g.closePoller()
+	errNATS := g.stopNATS(ctx)
+	// Last: Prometheus sees readiness drop and the 1012 closes, up to the
+	// end of the process.
 	if g.metricsSrv != nil {
 		_ = g.metricsSrv.Close()
 	}
-	errNATS := g.stopNATS(ctx)
 	g.bg.Wait()
 	err := errors.Join(errSIO, errHTTP, errConns, errNATS)
 	g.log.Info("shutdown complete", "took", time.Since(start), "err", err)

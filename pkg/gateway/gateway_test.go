@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -473,8 +474,8 @@ func TestMetricsScrape(t *testing.T) {
 			if !ok {
 				continue
 			}
-			if !strings.HasPrefix(name, "roomcast_") {
-				t.Errorf("series not named roomcast_…: %s", name)
+			if !strings.HasPrefix(name, "roomcast_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+				t.Errorf("series not named roomcast_… (nor go_… or process_…, the standard collectors): %s", name)
 			}
 			if i := strings.IndexByte(name, '{'); i >= 0 && !strings.Contains(name, "_bucket{") {
 				name = name[:i] // sum a vector's series
@@ -521,7 +522,10 @@ func TestMetricsScrape(t *testing.T) {
 	present := []string{
 		"roomcast_queued_messages", "roomcast_queued_bytes", "roomcast_queued_bytes_max", "roomcast_conflated_total",
 		"roomcast_repaired_total", "roomcast_slow_disconnects_total", "roomcast_nats_connected", "roomcast_nats_reconnects_total",
-		"roomcast_ready",
+		"roomcast_ready", "go_goroutines", "go_memstats_heap_inuse_bytes",
+	}
+	if runtime.GOOS == "linux" {
+		present = append(present, "process_open_fds", "process_max_fds", "process_cpu_seconds_total", "process_resident_memory_bytes")
 	}
 	for _, name := range present {
 		if _, ok := after[name]; !ok {
@@ -532,6 +536,88 @@ func TestMetricsScrape(t *testing.T) {
 		if after[name] != 1 {
 			t.Errorf("%s = %v, want 1", name, after[name])
 		}
+	}
+}
+
+// labelled reads one series of g: name with exactly these labels.
+func labelled(t testing.TB, g *gateway.Gateway, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := g.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestDisconnectsCounted: every close is counted, by code and by who
+// closed, and the known label values are there at 0 before any event, so
+// that rate() sees the first one.
+func TestDisconnectsCounted(t *testing.T) {
+	t.Parallel()
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	for _, s := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"roomcast_disconnects_total", map[string]string{"code": "1012", "by": "server"}},
+		{"roomcast_disconnects_total", map[string]string{"code": "1000", "by": "client"}},
+		{"roomcast_client_errors_total", map[string]string{"code": "bad_op"}},
+		{"roomcast_updates_dropped_total", map[string]string{"reason": "not_object"}},
+		{"roomcast_auth_failures_total", map[string]string{"reason": "expired"}},
+		{"roomcast_connections_refused_total", map[string]string{"reason": "draining"}},
+	} {
+		if v, ok := labelled(t, g, s.name, s.labels); !ok || v != 0 {
+			t.Errorf("%s%v = %v (present %v), want present at 0", s.name, s.labels, v, ok)
+		}
+	}
+
+	closeWith := func(code int) func(*roomtest.Client) {
+		return func(c *roomtest.Client) {
+			_ = c.Conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+			c.ExpectCloseCode(5 * time.Second)
+		}
+	}
+	for _, tc := range []struct {
+		do       func(*roomtest.Client)
+		code, by string
+		what     string
+	}{
+		{closeWith(1000), "1000", "client", "a normal close"},
+		{closeWith(1001), "1001", "client", "a page going away"},
+		{closeWith(4321), "other", "client", "an application's code: one label for all, so clients cannot grow the label set"},
+		{func(c *roomtest.Client) { c.Conn.NetConn().Close() }, "1006", "client", "a dropped socket"},
+		{func(c *roomtest.Client) {
+			_ = c.Conn.WriteMessage(websocket.BinaryMessage, []byte{1})
+			c.ExpectClose(5 * time.Second)
+		}, "1003", "server", "a binary frame"},
+	} {
+		c := roomtest.Dial(t, g)
+		c.Join("sales")
+		tc.do(c)
+		labels := map[string]string{"code": tc.code, "by": tc.by}
+		roomtest.Eventually(t, 5*time.Second, func() error {
+			if v, _ := labelled(t, g, "roomcast_disconnects_total", labels); v != 1 {
+				return fmt.Errorf("%s: disconnects%v = %v, want 1", tc.what, labels, v)
+			}
+			return nil
+		})
 	}
 }
 
@@ -547,6 +633,44 @@ func TestMetricsListen(t *testing.T) {
 	}
 	if code, body := roomtest.Get(t, "http://"+g.MetricsAddr().String()+"/metrics", nil); code != 200 || !strings.Contains(body, "roomcast_connections") {
 		t.Fatalf("/metrics on metrics_listen: %d", code)
+	}
+}
+
+// TestMetricsListenThroughDrain: metrics_listen answers while the gateway
+// drains (readiness 0), after the main listener has closed, and closes
+// only when the shutdown is over.
+func TestMetricsListenThroughDrain(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.MetricsListen = "127.0.0.1:0"
+	g := roomtest.StartGateway(t, cfg)
+	metricsURL := "http://" + g.MetricsAddr().String() + "/metrics"
+	// A client that never answers the close frame holds the drain open
+	// for the close grace.
+	c := roomtest.Dial(t, g)
+	c.Join("sales")
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown(context.Background()) }()
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), "\nroomcast_ready 0\n") {
+			return fmt.Errorf("roomcast_ready not 0 yet")
+		}
+		return nil
+	})
+	if _, err := http.Get(roomtest.URL(g, "/healthz")); err == nil {
+		t.Error("the main listener still answers while draining")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(metricsURL); err == nil {
+		t.Error("metrics_listen still answers after the shutdown")
 	}
 }
 

@@ -60,6 +60,12 @@ func (g *Gateway) registerGauges() {
 			Name: "roomcast_nats_reconnects_total", Help: "NATS reconnections."}, func() float64 {
 			return float64(g.nc.Stats().Reconnects)
 		}),
+		// Constant: lets a dashboard draw connections against the limit,
+		// which differs between deployments.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_max_connections", Help: "limits.max_connections of this gateway: connections (WebSocket and Socket.IO) beyond it are refused with 503."}, func() float64 {
+			return float64(g.cfg.Limits.MaxConnections)
+		}),
 		// For soak runs (the load tool's W5): goroutines must stay flat.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "roomcast_goroutines", Help: "Goroutines in the gateway process: two per connection plus a fixed number."}, func() float64 {

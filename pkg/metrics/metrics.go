@@ -4,14 +4,23 @@
 // several gateways can live in one process (as they do in tests).
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/pkg/auth"
+	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/protocol"
+)
 
 // Metrics are the gateway's counters and gauges. Fields are safe for
 // concurrent use.
 type Metrics struct {
 	ConnectionsAccepted prometheus.Counter
 	Connections         prometheus.Gauge
-	Disconnects         *prometheus.CounterVec // by close code
+	Disconnects         *prometheus.CounterVec // by close code and who closed; use Disconnected
 	UpdatesReceived     prometheus.Counter
 	UpdatesDropped      *prometheus.CounterVec // by reason
 	Deliveries          prometheus.Counter
@@ -23,7 +32,8 @@ type Metrics struct {
 	BytesSent           prometheus.Counter
 	ClientErrors        *prometheus.CounterVec // by error code
 	BatchMessages       prometheus.Histogram   // messages per frame written
-	PublishToSend       prometheus.Histogram   // producer's ts to the frame's write, seconds
+	PublishToSend       prometheus.Histogram   // live updates: producer's ts to the frame's write, seconds
+	ReplayAge           prometheus.Histogram   // snapshots and replays: producer's ts to the frame's write, seconds
 	AuthFailures        *prometheus.CounterVec // by reason (pkg/auth)
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
@@ -41,7 +51,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "roomcast_connections", Help: "Open WebSocket connections."}),
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomcast_disconnects_total", Help: "Connections closed by the gateway, by WebSocket close code."}, []string{"code"}),
+			Name: "roomcast_disconnects_total", Help: "Connections and Socket.IO sessions closed, by WebSocket close code (1006: ended without a close frame; other: a client's code outside the known ones) and by who closed (client, server)."}, []string{"code", "by"}),
 		UpdatesReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_updates_received_total", Help: "Room updates received from NATS."}),
 		UpdatesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -62,13 +72,21 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_bytes_sent_total", Help: "Payload bytes written to clients."}),
 		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_client_errors_total", Help: "Error replies sent to clients, by error code."}, []string{"code"}),
+		// The count is a whole number: bounds half-way between them make
+		// each low bucket hold exactly one count, so that
+		// histogram_quantile (which interpolates linearly inside a bucket)
+		// reads 1 when every frame holds one message, not 0.5.
 		BatchMessages: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomcast_batch_messages", Help: "Messages per WebSocket frame written.",
-			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
+			Name: "roomcast_batch_messages", Help: "Messages per WebSocket frame written (bucket bounds fall half-way between whole numbers).",
+			Buckets: []float64{0.5, 1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5, 128.5, 256.5}}),
 		PublishToSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_publish_to_send_seconds",
-			Help:    "Per frame written: time from the ts (set by the producer) of its oldest update to the write; includes clock skew between producer and gateway.",
+			Help:    "Per frame (Socket.IO: per batch taken) with live updates: time from the ts (set by the producer) of its oldest live update to the write; includes clock skew between producer and gateway. Snapshots and replays are in roomcast_replay_age_seconds.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		ReplayAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_replay_age_seconds",
+			Help:    "Per frame (Socket.IO: per batch taken) with a snapshot (the room's latest update, sent on join) or updates replayed from history: age of its oldest such update at the write, from its ts.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_auth_failures_total", Help: "Requests refused with 401 (WebSocket handshakes and /api/rooms), by reason."}, []string{"reason"}),
 		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -95,7 +113,105 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Replayed, m.HistoryRequests)
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
-		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,
+		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend, m.ReplayAge,
 		m.AuthFailures, m.ConnectionsRefused, m.TokensExpired, m.CompressedMessages, m.PollerErrors)
+	m.initLabels()
 	return m
 }
+
+// Label values of roomcast_disconnects_total's "by".
+const (
+	ByClient = "client"
+	ByServer = "server"
+)
+
+// CloseAbnormal (1006) is never sent: it stands for a connection that
+// ended without a close frame (the socket dropped, a write failed, the
+// heartbeat gave up).
+const CloseAbnormal = 1006
+
+// clientCodes are the close codes a client's close is counted under;
+// anything else a client sends (3000-4999 are free for applications)
+// counts as "other", so that clients cannot grow the label set.
+var clientCodes = []int{1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1010, 1011}
+
+// serverCodes are the codes the gateway closes with (1000: a Socket.IO
+// session that connected no namespace or missed its pings).
+var serverCodes = []int{1000, protocol.CloseProtocolError, protocol.CloseUnsupportedData, CloseAbnormal,
+	protocol.CloseInvalidPayload, protocol.ClosePolicyViolation, protocol.CloseMessageTooBig,
+	protocol.CloseServiceRestart, protocol.CloseTryAgainLater, protocol.CloseTokenExpired, protocol.CloseTooSlow}
+
+// Disconnected counts one closed connection.
+func (m *Metrics) Disconnected(code int, byClient bool) {
+	by, known := ByServer, serverCodes
+	if byClient {
+		by, known = ByClient, clientCodes
+	}
+	label := "other"
+	for _, c := range known {
+		if c == code {
+			label = strconv.Itoa(code)
+			break
+		}
+	}
+	m.Disconnects.WithLabelValues(label, by).Inc()
+}
+
+// ObserveSent observes the updates of one frame written at now: the
+// oldest live update's ts as publish-to-send latency, and the oldest
+// snapshot's or replayed update's ts as replay age. Only live updates are
+// latency: a snapshot or a replay is as old as the room's last update, or
+// older. One observation each per frame, not per message, keeps the
+// shared histograms off the per-delivery path.
+func (m *Metrics) ObserveSent(now time.Time, msgs []outbox.Message) {
+	var live, replayed int64
+	for i := range msgs {
+		p := msgs[i].Published()
+		switch {
+		case p <= 0:
+		case msgs[i].Replay || msgs[i].Snapshot:
+			if replayed == 0 || p < replayed {
+				replayed = p
+			}
+		case live == 0 || p < live:
+			live = p
+		}
+	}
+	ms := now.UnixMilli()
+	if live > 0 {
+		m.PublishToSend.Observe(float64(ms-live) / 1000)
+	}
+	if replayed > 0 {
+		m.ReplayAge.Observe(float64(ms-replayed) / 1000)
+	}
+}
+
+// initLabels creates every known label value at 0: a series that appears
+// with its first event has no earlier sample, so rate() and increase()
+// cannot see that event.
+func (m *Metrics) initLabels() {
+	for _, c := range serverCodes {
+		m.Disconnects.WithLabelValues(strconv.Itoa(c), ByServer)
+	}
+	for _, c := range clientCodes {
+		m.Disconnects.WithLabelValues(strconv.Itoa(c), ByClient)
+	}
+	m.Disconnects.WithLabelValues("other", ByClient)
+	for _, r := range []string{"too_large", "not_utf8", "not_object", "invalid_json"} {
+		m.UpdatesDropped.WithLabelValues(r)
+	}
+	for _, c := range []string{protocol.CodeBadJSON, protocol.CodeBadOp, protocol.CodeBadRoom, protocol.CodeForbidden,
+		protocol.CodeTooManyRooms, protocol.CodeRateLimited, protocol.CodeHistoryUnavailable, protocol.CodeUnauthorized} {
+		m.ClientErrors.WithLabelValues(c)
+	}
+	for _, r := range []string{auth.ReasonMissing, auth.ReasonMalformed, auth.ReasonAlgorithm, auth.ReasonSignature,
+		auth.ReasonExpired, auth.ReasonNoExpiry, auth.ReasonNotYet, auth.ReasonIssuer, auth.ReasonAudience} {
+		m.AuthFailures.WithLabelValues(r)
+	}
+	for _, r := range refusedReasons {
+		m.ConnectionsRefused.WithLabelValues(r)
+	}
+}
+
+// refusedReasons are the label values of roomcast_connections_refused_total.
+var refusedReasons = []string{"origin", "max_connections", "max_connections_per_ip", "draining", "bad_handshake"}

@@ -185,7 +185,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 	case o.overflow:
 		return Overflowed, false
 	}
-	if m.Update && (len(o.queue) >= o.limits.ConflateAfter || 2*o.bytes >= o.limits.MaxBytes) {
+	if m.Update && !m.Replay && (len(o.queue) >= o.limits.ConflateAfter || 2*o.bytes >= o.limits.MaxBytes) {
 		for i := len(o.queue) - 1; i >= 0; i-- {
 			q := &o.queue[i]
 			if q.Room != m.Room {
@@ -198,7 +198,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 				break
 			}
 			o.bytes += len(m.Frame) - len(q.Frame)
-			q.Frame, q.Meta = m.Frame, m.Meta
+			q.Frame, q.Meta, q.Snapshot = m.Frame, m.Meta, m.Snapshot // a snapshot replaced by a live update is live
 			return Conflated, false
 		}
 	}

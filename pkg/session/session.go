@@ -107,6 +107,7 @@ type Session struct {
 	bucket   tokenBucket
 	resumes  *hub.Budget
 	rejected int // commands refused in a row by the rate limit
+	peerCode int // the code of the client's close frame, when it closed
 
 	roomsMu sync.Mutex // guards rooms and gone; held across hub.Join
 	rooms   []string   // a few at most (limits.max_rooms_per_connection)
@@ -266,8 +267,8 @@ func (s *Session) end(err error) {
 		_ = s.nc.Close()
 
 		s.metrics.Connections.Dec()
+		s.metrics.Disconnected(s.closeStatus(err))
 		if s.isClosing() {
-			s.metrics.Disconnects.WithLabelValues(strconv.Itoa(s.closeCode)).Inc()
 			s.log.Debug("connection closed", append(s.logArgs, "code", s.closeCode, "reason", s.closeReason, "duration", time.Since(s.start))...)
 		} else {
 			s.log.Debug("connection ended", append(s.logArgs, "err", err, "duration", time.Since(s.start))...)
@@ -276,6 +277,24 @@ func (s *Session) end(err error) {
 			s.onDone()
 		}
 	})
+}
+
+// closeStatus says how the session ended, for roomcast_disconnects_total:
+// the close code (1006 without a close frame) and whether the client
+// closed. err is what end was called with.
+func (s *Session) closeStatus(err error) (code int, byClient bool) {
+	var ne net.Error
+	switch {
+	case s.isClosing():
+		return s.closeCode, false
+	case errors.Is(err, errPeerClosed):
+		return s.peerCode, true // set by the reader, which called end
+	case errors.Is(err, errPongOverdue), errors.Is(err, errAborted):
+		return metrics.CloseAbnormal, false
+	case errors.As(err, &ne) && ne.Timeout():
+		return metrics.CloseAbnormal, false // the write deadline: the gateway gave up
+	}
+	return metrics.CloseAbnormal, true // the socket failed or was closed under us
 }
 
 // readable runs on its own goroutine when the poller saw the socket
@@ -397,6 +416,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 			code = protocol.CloseProtocolError
 		}
 		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), s.controlDeadline(time.Second))
+		s.peerCode = code
 		return errPeerClosed
 	}
 	return nil

@@ -220,14 +220,7 @@ func (s *Session) sent(msgs []outbox.Message, size int) {
 	s.metrics.BytesSent.Add(float64(size))
 	s.metrics.BatchMessages.Observe(float64(len(msgs)))
 	// One observation per frame, of its oldest update: the frame's worst
-	// latency, without a shared histogram update per message.
-	var oldest int64
-	for i := range msgs {
-		if p := msgs[i].Published(); p > 0 && (oldest == 0 || p < oldest) {
-			oldest = p
-		}
-	}
-	if oldest > 0 {
-		s.metrics.PublishToSend.Observe(float64(time.Now().UnixMilli()-oldest) / 1000)
-	}
+	// latency, without a shared histogram update per message. Snapshots
+	// and replays are apart: their age is not latency.
+	s.metrics.ObserveSent(time.Now(), msgs)
 }

@@ -109,7 +109,9 @@ func (ss *session) Closed(reason string) {
 	ss.leaveAll()
 	ss.box.Close()
 	ss.srv.metrics.Connections.Dec()
-	ss.srv.log.Debug("socket.io session closed", "sid", ss.conn.ID(), "reason", reason)
+	code, byClient := ss.conn.CloseStatus()
+	ss.srv.metrics.Disconnected(code, byClient)
+	ss.srv.log.Debug("socket.io session closed", "sid", ss.conn.ID(), "reason", reason, "code", code, "by_client", byClient)
 }
 
 func (ss *session) leaveAll() {
@@ -406,6 +408,11 @@ func (ss *session) Take(dst []engineio.Packet) []engineio.Packet {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if ss.main {
+		// Taken means about to be written: as /ws does per frame, live
+		// latency and snapshot or replay age apart.
+		ss.srv.metrics.ObserveSent(time.Now(), batch)
+	}
 	for _, m := range batch {
 		if m.Update {
 			if !ss.main {
