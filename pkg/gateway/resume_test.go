@@ -127,6 +127,7 @@ func TestResumeLoopBudget(t *testing.T) {
 	nc := roomtest.Connect(t, ns)
 	cfg := roomtest.Config(t, ns.ClientURL())
 	cfg.History.Memory = 5
+	cfg.History.ResumeBurst = 5 // reached in the first second even under the race detector
 	g := roomtest.StartGateway(t, cfg)
 	const room = "loop"
 	seqs := publishAt(t, nc, room, 20, 200, 0)
