@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,16 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		sessions: make(map[*session.Session]struct{}),
 		refresh:  make(chan struct{}, 1),
 	}
+	fds, err := raiseFDLimit()
+	if err != nil {
+		log.Warn("cannot read the open-file limit; connection budgets come from the configuration alone", "err", err)
+	}
+	budget, err := connectionBudget(cfg.Limits, fds)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("connection budget", "open_file_limit", budget.fds, "reserved_fds", cfg.Limits.ReservedFDs,
+		"max_tcp_connections", budget.tcp, "max_connections", budget.sessions)
 	started := false
 	defer func() {
 		if !started {
@@ -114,7 +125,6 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			_ = g.stopNATS(context.Background())
 		}
 	}()
-	var err error
 
 	if cfg.NATS.URL == "" {
 		dir := cfg.NATS.Embedded.StoreDir
@@ -204,7 +214,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
-	if g.admit, err = newAdmission(cfg); err != nil {
+	if g.admit, err = newAdmission(cfg, budget.sessions, log); err != nil {
 		return nil, err
 	}
 
@@ -222,6 +232,13 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
+	// Counted before TLS, so a connection past the budget costs no
+	// handshake either.
+	g.ln = &limitListener{
+		Listener: g.ln, maxTotal: budget.tcp, maxPerAddr: cfg.Limits.MaxTCPConnectionsPerIP,
+		key: g.admit.key, exempt: g.admit.isTrusted, metrics: g.metrics, log: log,
+		perAddr: map[netip.Addr]int{},
+	}
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)
 	}
@@ -236,8 +253,10 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		ConnState:         idle.connState,
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Short: an idle keep-alive connection holds a descriptor and a
+		// TCP budget slot for nothing.
+		IdleTimeout: cfg.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel

@@ -28,6 +28,12 @@ type Metrics struct {
 	ConnectionsRefused  *prometheus.CounterVec // handshakes refused, by reason
 	TokensExpired       prometheus.Counter     // connections closed with 4001
 	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
+
+	// Hostile-input limits (docs/security.md).
+	TCPConnections prometheus.Gauge       // open TCP connections on listen, of any kind
+	TCPRefused     *prometheus.CounterVec // connections closed at accept, by reason
+	AcceptErrors   prometheus.Counter     // accept failures (too many open files)
+	HostsRefused   prometheus.Counter     // requests refused for their Host header
 }
 
 // New creates the metrics and registers them on reg.
@@ -74,7 +80,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
 		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_compressed_messages_total", Help: "Updates sent compressed (permessage-deflate), each compressed once per gateway and shared."}),
+		TCPConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_tcp_connections", Help: "Open TCP connections on listen: WebSocket, Socket.IO, HTTP keep-alive and handshakes in progress."}),
+		TCPRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_tcp_refused_total", Help: "TCP connections closed at accept, before any request was read, by reason (max_tcp_connections, max_tcp_connections_per_ip)."}, []string{"reason"}),
+		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_accept_errors_total", Help: "Failed accepts on listen (e.g. too many open files)."}),
+		HostsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_hosts_refused_total", Help: "Requests refused with 403 because their Host is not one the gateway serves (allowed_hosts)."}),
 	}
+	reg.MustRegister(m.TCPConnections, m.TCPRefused, m.AcceptErrors, m.HostsRefused)
 	reg.MustRegister(m.ConnectionsAccepted, m.Connections, m.Disconnects, m.UpdatesReceived,
 		m.UpdatesDropped, m.Deliveries, m.Conflated, m.Repaired, m.SlowDisconnects, m.FramesSent,
 		m.MessagesSent, m.BytesSent, m.ClientErrors, m.BatchMessages, m.PublishToSend,

@@ -1,0 +1,210 @@
+package gateway_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/gateway"
+)
+
+// witnessAddr is where the authorised client of TestHostileConnections
+// comes from: another address of the attackers' family (127.0.0.1), so
+// that a per-address limit the attack fills is not the witness's.
+const witnessAddr = "127.0.0.2"
+
+// servedWithin checks that an authorised client from witnessAddr connects,
+// joins sales and receives a fresh update, all within limit, and returns
+// how long that took.
+func servedWithin(t *testing.T, g *gateway.Gateway, nc *nats.Conn, tok, mark string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	d := &websocket.Dialer{
+		HandshakeTimeout: limit,
+		NetDialContext: (&net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(witnessAddr)},
+		}).DialContext,
+	}
+	c, resp, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws?token="+tok, nil, d)
+	if err != nil {
+		t.Fatalf("witness refused: %v (%v)", err, resp)
+	}
+	defer c.Conn.Close()
+	c.Send(`{"op":"join","room":"sales"}`)
+	published := false
+	for {
+		m, err := c.Next(limit - time.Since(start))
+		if err != nil {
+			t.Fatalf("witness not served within %v: %v", limit, err)
+		}
+		switch {
+		case m.Op == "joined" && !published:
+			data := fmt.Sprintf(`{"mark":%q}`, mark)
+			if err := nc.Publish(salesSubject, []byte(data)); err != nil {
+				t.Fatal(err)
+			}
+			published = true
+		case m.Op == "update" && strings.Contains(string(m.Data), mark):
+			return time.Since(start)
+		}
+	}
+}
+
+// TestHostileConnections: attacks on the gateway's connection budgets, one
+// per row, each with its expected answer. After each row an authorised
+// client from another address of the same family is served within 1 s.
+func TestHostileConnections(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	cfg := authConfig(t, ns.ClientURL())
+	cfg.TrustedProxies = nil // the attackers connect directly
+	cfg.Limits.MaxConnectionsPerIP = 200
+	cfg.Limits.MaxTCPConnectionsPerIP = 600
+	cfg.IdleTimeout = 30 * time.Second // idle attackers stay for the count
+	g := roomtest.StartGateway(t, cfg)
+	nc := roomtest.Connect(t, ns)
+	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
+	addr := g.Addr().String()
+
+	tests := []struct {
+		name   string
+		attack func(t *testing.T)
+	}{
+		{"1,000 idle keep-alive connections from one address: 600 counted, the rest 429 at accept", func(t *testing.T) {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			refused := 0
+			for range 1000 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, c)
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+					refused++ // closed at accept before our request went out
+					continue
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					refused++ // closed at accept, the answer lost to a reset
+					continue
+				}
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusOK:
+				case http.StatusTooManyRequests:
+					refused++
+				default:
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			if refused != 400 {
+				t.Errorf("%d of 1000 refused, want 400", refused)
+			}
+			if got := metric(t, g, "roomcast_tcp_connections"); got < 600 {
+				t.Errorf("roomcast_tcp_connections = %v with 600 idle connections held", got)
+			}
+			if got := metric(t, g, "roomcast_tcp_refused_total"); got != 400 {
+				t.Errorf("roomcast_tcp_refused_total = %v, want 400", got)
+			}
+			// A refused connection that sends nothing reads the status line.
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("past the budget: %v %v, want 429 with Retry-After", resp, err)
+			}
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.attack(t)
+			took := servedWithin(t, g, nc, good, fmt.Sprintf("row %d", i), time.Second)
+			t.Logf("witness served in %v", took)
+		})
+	}
+	// Every held connection was given back.
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if got := metric(t, g, "roomcast_tcp_connections"); got > 2 {
+			return fmt.Errorf("roomcast_tcp_connections = %v after the attackers left", got)
+		}
+		return nil
+	})
+}
+
+// TestTCPBudget: past max_tcp_connections a connection gets 503 at
+// accept; limits that do not fit in the open-file limit stop start-up
+// saying by how much.
+func TestTCPBudget(t *testing.T) {
+	t.Parallel()
+	cfg := roomtest.Config(t, "")
+	cfg.Limits.MaxTCPConnections = 20
+	cfg.Limits.MaxConnections = 10
+	g := roomtest.StartGateway(t, cfg)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	status := func() int {
+		c, err := net.Dial("tcp", g.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 20 {
+		if s := status(); s != 200 {
+			t.Fatalf("connection %d: %d", i, s)
+		}
+	}
+	if s := status(); s != 503 && s != 0 {
+		t.Fatalf("connection 21: %d, want 503 (or a reset)", s)
+	}
+	if got := metric(t, g, "roomcast_tcp_refused_total"); got != 1 {
+		t.Fatalf("roomcast_tcp_refused_total = %v", got)
+	}
+
+	for name, set := range map[string]func(l *struct{ tcp, sessions, reserved *int }){
+		"limits.max_tcp_connections": func(l *struct{ tcp, sessions, reserved *int }) { *l.tcp = 1 << 29 },
+		"limits.max_connections":     func(l *struct{ tcp, sessions, reserved *int }) { *l.sessions = 1 << 29 },
+		"limits.reserved_fds":        func(l *struct{ tcp, sessions, reserved *int }) { *l.reserved = 1 << 30 },
+	} {
+		cfg := roomtest.Config(t, "")
+		set(&struct{ tcp, sessions, reserved *int }{&cfg.Limits.MaxTCPConnections, &cfg.Limits.MaxConnections, &cfg.Limits.ReservedFDs})
+		g, err := gateway.Start(cfg, gateway.Options{})
+		if err == nil {
+			g.Abort()
+			t.Fatalf("%s: started", name)
+		}
+		if !strings.HasPrefix(err.Error(), name) || (name != "limits.reserved_fds" && !strings.Contains(err.Error(), "lower it by")) {
+			t.Errorf("%s: error %q", name, err)
+		}
+	}
+}
