@@ -73,6 +73,7 @@ type Gateway struct {
 	metricsSrv *http.Server // with metrics_listen
 	metricsLn  net.Listener
 	sio        *socketio.Server // nil when socketio.enabled is false
+	pending    *pendingPool     // Socket.IO sessions waiting for their CONNECT's token
 	eioEcho    *engineio.Server // /engine.io/ in socketio.conformance mode
 
 	history bool          // updates carry seq; snapshot and resume from the stream

@@ -21,16 +21,16 @@ import (
 // that a per-address limit the attack fills is not the witness's.
 const witnessAddr = "127.0.0.2"
 
-// servedWithin checks that an authorised client from witnessAddr connects,
-// joins sales and receives a fresh update, all within limit, and returns
-// how long that took.
-func servedWithin(t *testing.T, g *gateway.Gateway, nc *nats.Conn, tok, mark string, limit time.Duration) time.Duration {
+// servedWithin checks that an authorised client from the address from
+// connects, joins sales and receives a fresh update, all within limit, and
+// returns how long that took.
+func servedWithin(t *testing.T, g *gateway.Gateway, nc *nats.Conn, from, tok, mark string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	d := &websocket.Dialer{
 		HandshakeTimeout: limit,
 		NetDialContext: (&net.Dialer{
-			LocalAddr: &net.TCPAddr{IP: net.ParseIP(witnessAddr)},
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)},
 		}).DialContext,
 	}
 	c, resp, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws?token="+tok, nil, d)
@@ -132,11 +132,39 @@ func TestHostileConnections(t *testing.T) {
 				t.Fatalf("past the budget: %v %v, want 429 with Retry-After", resp, err)
 			}
 		}},
+		{"300 tokenless Engine.IO handshakes from one address: 4 wait in the pending pool, the rest 429; no connection slot taken", func(t *testing.T) {
+			hc := &http.Client{Timeout: 5 * time.Second}
+			defer hc.CloseIdleConnections()
+			codes := map[int]int{}
+			for range 300 {
+				resp, err := hc.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				codes[resp.StatusCode]++
+			}
+			if codes[200] != 4 || codes[429] != 296 {
+				t.Errorf("statuses %v, want 4 × 200 and 296 × 429", codes)
+			}
+			// A handshake with its token takes a connection slot at once.
+			resp, err := hc.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling&token=" + good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("handshake with a token: %d", resp.StatusCode)
+			}
+			// The same address's /ws client is served.
+			took := servedWithin(t, g, nc, "127.0.0.1", good, "same address", time.Second)
+			t.Logf("/ws client from the attacking address served in %v", took)
+		}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.attack(t)
-			took := servedWithin(t, g, nc, good, fmt.Sprintf("row %d", i), time.Second)
+			took := servedWithin(t, g, nc, witnessAddr, good, fmt.Sprintf("row %d", i), time.Second)
 			t.Logf("witness served in %v", took)
 		})
 	}
