@@ -3,8 +3,11 @@ package gateway_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +15,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"go.yaml.in/yaml/v3"
+
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/config"
 	"github.com/roomcast/roomcast/pkg/gateway"
 )
 
@@ -160,6 +166,66 @@ func TestHostileConnections(t *testing.T) {
 			took := servedWithin(t, g, nc, "127.0.0.1", good, "same address", time.Second)
 			t.Logf("/ws client from the attacking address served in %v", took)
 		}},
+		{"DNS rebinding: Host and Origin of another domain get 403 before the origin check", func(t *testing.T) {
+			evil := "evil.example:" + portOf(addr)
+			before := metric(t, g, "roomcast_hosts_refused_total")
+			_, resp, err := roomtest.DialURL(t, "ws://"+addr+"/ws?token="+good, http.Header{"Host": {evil}, "Origin": {"http://" + evil}}, nil)
+			if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("/ws: %v %v, want 403", resp, err)
+			}
+			for _, path := range []string{"/", "/api/rooms", "/socket.io/?EIO=4&transport=polling"} {
+				code, body := getHost(t, "http://"+addr+path, evil)
+				if code != http.StatusForbidden || !strings.Contains(body, "allowed_hosts") {
+					t.Errorf("%s: %d %q, want 403 naming allowed_hosts", path, code, body)
+				}
+			}
+			// Health checks answer whatever the host; listed hosts, IP
+			// literals and localhost are served.
+			if code, _ := getHost(t, "http://"+addr+"/readyz", evil); code != 200 {
+				t.Errorf("/readyz with another host: %d", code)
+			}
+			for _, host := range []string{"dash.example.com", "DASH.example.com.", "localhost:1", "[::1]:8080", "192.0.2.1"} {
+				if code, _ := getHost(t, "http://"+addr+"/", host); code != 200 {
+					t.Errorf("host %s: %d, want 200", host, code)
+				}
+			}
+			if got := metric(t, g, "roomcast_hosts_refused_total") - before; got != 4 {
+				t.Errorf("roomcast_hosts_refused_total rose by %v, want 4", got)
+			}
+		}},
+		{"X-Forwarded-For from a client inside the trusted ranges, shipped compose and Kubernetes settings: its real address is counted", func(t *testing.T) {
+			for name, set := range shippedProxySettings(t) {
+				cfg := roomtest.Config(t, ns.ClientURL())
+				set(&cfg)
+				// 127.0.0.1 stands in for the load balancer's address.
+				cfg.TrustedProxies = append(cfg.TrustedProxies, "127.0.0.1")
+				cfg.Limits.MaxConnectionsPerIP = 2
+				pg := roomtest.StartGateway(t, cfg)
+				dial := func(xff string) int {
+					_, resp, err := roomtest.DialURL(t, "ws://"+pg.Addr().String()+"/ws", http.Header{"X-Forwarded-For": {xff}}, nil)
+					if resp == nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					return resp.StatusCode
+				}
+				// The client at 172.20.5.6 (inside 172.16.0.0/12) writes
+				// its own X-Forwarded-For; the balancer appends its address.
+				for i, want := range []int{101, 101, 429} {
+					if got := dial(fmt.Sprintf("198.51.100.%d, 172.20.5.6", i)); got != want {
+						t.Fatalf("%s: connection %d: %d, want %d", name, i+1, got, want)
+					}
+				}
+				// IPv6 clients count per /64.
+				for i, want := range []int{101, 101, 429} {
+					if got := dial(fmt.Sprintf("2001:db8::%d", i+1)); got != want {
+						t.Fatalf("%s: IPv6 connection %d in one /64: %d, want %d", name, i+1, got, want)
+					}
+				}
+				if got := dial("2001:db8:0:1::1"); got != 101 {
+					t.Fatalf("%s: IPv6 client in another /64: %d", name, got)
+				}
+			}
+		}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,5 +300,68 @@ func TestTCPBudget(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), name) || (name != "limits.reserved_fds" && !strings.Contains(err.Error(), "lower it by")) {
 			t.Errorf("%s: error %q", name, err)
 		}
+	}
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// getHost GETs url with the Host header host.
+func getHost(t *testing.T, url, host string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// shippedProxySettings returns how docker-compose.yml and
+// deploy/kubernetes/config.yaml set trusted_proxies and trusted_hops.
+func shippedProxySettings(t *testing.T) map[string]func(*config.Config) {
+	t.Helper()
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatal(err)
+	}
+	env := compose.Services["gateway"].Environment
+	if env["ROOMCAST_TRUSTED_PROXIES"] == "" {
+		t.Fatal("docker-compose.yml: the gateway sets no ROOMCAST_TRUSTED_PROXIES")
+	}
+	k8s, err := config.Load(config.LoadOptions{File: "../../deploy/kubernetes/config.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]func(*config.Config){
+		"docker-compose.yml": func(c *config.Config) {
+			c.TrustedProxies = strings.Split(env["ROOMCAST_TRUSTED_PROXIES"], ",")
+			if h := env["ROOMCAST_TRUSTED_HOPS"]; h != "" {
+				n, err := strconv.Atoi(h)
+				if err != nil {
+					t.Fatalf("ROOMCAST_TRUSTED_HOPS %q: %v", h, err)
+				}
+				c.TrustedHops = n
+			}
+		},
+		"deploy/kubernetes/config.yaml": func(c *config.Config) {
+			c.TrustedProxies, c.TrustedHops = k8s.TrustedProxies, k8s.TrustedHops
+		},
 	}
 }
