@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,17 +57,21 @@ type Gateway struct {
 	cfg      config.Config
 	log      *slog.Logger
 	embedded *server.Server // nil with an external NATS
-	nc       *nats.Conn
-	hub      *hub.Hub
-	catalog  *catalog.Store
-	metrics  *metrics.Metrics
-	registry *prometheus.Registry
-	upgrader websocket.Upgrader
-	admit    *admission
-	poller   *session.Poller // nil: a reader goroutine per connection
-	sessCfg  session.Config
-	srv      *http.Server
-	ln       net.Listener
+	// The embedded server's store: locked while it runs, and removed
+	// after it when it was a temporary one.
+	storeLock *os.File
+	tempStore string
+	nc        *nats.Conn
+	hub       *hub.Hub
+	catalog   *catalog.Store
+	metrics   *metrics.Metrics
+	registry  *prometheus.Registry
+	upgrader  websocket.Upgrader
+	admit     *admission
+	poller    *session.Poller // nil: a reader goroutine per connection
+	sessCfg   session.Config
+	srv       *http.Server
+	ln        net.Listener
 
 	metricsSrv *http.Server // with metrics_listen
 	metricsLn  net.Listener
@@ -128,9 +131,18 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	}()
 
 	if cfg.NATS.URL == "" {
+		// One store per process: a directory shared by two gateways
+		// would be written by both. Without a configured one, a fresh
+		// temporary directory, removed at the end.
 		dir := cfg.NATS.Embedded.StoreDir
 		if dir == "" {
-			dir = filepath.Join(os.TempDir(), "roomcast", "jetstream")
+			if dir, err = os.MkdirTemp("", "roomcast-jetstream-"); err != nil {
+				return nil, fmt.Errorf("nats.embedded.store_dir: a temporary directory: %w", err)
+			}
+			g.tempStore = dir
+		}
+		if g.storeLock, err = lockStore(dir); err != nil {
+			return nil, err
 		}
 		g.embedded, err = broker.StartEmbedded(broker.EmbeddedConfig{
 			Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true,
@@ -504,6 +516,16 @@ func (g *Gateway) stopNATS(ctx context.Context) error {
 	if g.embedded != nil {
 		g.embedded.Shutdown()
 		g.embedded.WaitForShutdown()
+	}
+	if g.storeLock != nil {
+		_ = g.storeLock.Close()
+		g.storeLock = nil
+	}
+	if g.tempStore != "" {
+		if rmErr := os.RemoveAll(g.tempStore); rmErr != nil {
+			g.log.Warn("removing the temporary NATS store", "dir", g.tempStore, "err", rmErr)
+		}
+		g.tempStore = ""
 	}
 	return err
 }

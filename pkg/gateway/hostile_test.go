@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -363,5 +364,68 @@ func shippedProxySettings(t *testing.T) map[string]func(*config.Config) {
 		"deploy/kubernetes/config.yaml": func(c *config.Config) {
 			c.TrustedProxies, c.TrustedHops = k8s.TrustedProxies, k8s.TrustedHops
 		},
+	}
+}
+
+// TestEmbeddedStorePerProcess: two gateways with embedded NATS and no
+// store_dir (as two `gateway --demo` on one machine) get a store each,
+// removed when they stop; two given the same store_dir are refused, naming
+// the key.
+func TestEmbeddedStorePerProcess(t *testing.T) {
+	t.Parallel()
+	storeOf := func(g *gateway.Gateway) string { return g.Embedded().JetStreamConfig().StoreDir }
+	var dirs []string
+	for range 2 {
+		cfg := roomtest.Config(t, "")
+		cfg.NATS.Embedded.StoreDir = ""
+		g, err := gateway.Start(cfg, gateway.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Abort()
+		dirs = append(dirs, storeOf(g))
+	}
+	if dirs[0] == dirs[1] || !strings.HasPrefix(dirs[0], os.TempDir()) {
+		t.Fatalf("stores %q and %q, want two temporary ones", dirs[0], dirs[1])
+	}
+
+	shared := t.TempDir()
+	cfg := roomtest.Config(t, "")
+	cfg.NATS.Embedded.StoreDir = shared
+	g, err := gateway.Start(cfg, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := roomtest.Config(t, "")
+	cfg2.NATS.Embedded.StoreDir = shared
+	if g2, err := gateway.Start(cfg2, gateway.Options{}); err == nil {
+		g2.Abort()
+		t.Fatal("a second gateway started on the same store")
+	} else if !strings.Contains(err.Error(), "nats.embedded.store_dir") || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("error %q does not name nats.embedded.store_dir", err)
+	}
+	// Once the first stops, the directory (and its history) is free.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g2, err := gateway.Start(cfg2, gateway.Options{})
+	if err != nil {
+		t.Fatalf("the store was not freed: %v", err)
+	}
+	g2.Abort()
+
+	// A temporary store goes with its gateway.
+	cfg3 := roomtest.Config(t, "")
+	cfg3.NATS.Embedded.StoreDir = ""
+	g3, err := gateway.Start(cfg3, gateway.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := storeOf(g3)
+	g3.Abort()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("temporary store %s left behind: %v", dir, err)
 	}
 }
