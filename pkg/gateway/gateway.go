@@ -61,17 +61,21 @@ type Gateway struct {
 	// after it when it was a temporary one.
 	storeLock *os.File
 	tempStore string
-	nc        *nats.Conn
-	hub       *hub.Hub
-	catalog   *catalog.Store
-	metrics   *metrics.Metrics
-	registry  *prometheus.Registry
-	upgrader  websocket.Upgrader
-	admit     *admission
-	poller    *session.Poller // nil: a reader goroutine per connection
-	sessCfg   session.Config
-	srv       *http.Server
-	ln        net.Listener
+	// NATS credentials of the gateway's connection and of in-process
+	// producers: the configured ones, or generated for the embedded
+	// server when auth.mode is not none.
+	natsCreds, producerCreds broker.Credentials
+	nc                       *nats.Conn
+	hub                      *hub.Hub
+	catalog                  *catalog.Store
+	metrics                  *metrics.Metrics
+	registry                 *prometheus.Registry
+	upgrader                 websocket.Upgrader
+	admit                    *admission
+	poller                   *session.Poller // nil: a reader goroutine per connection
+	sessCfg                  session.Config
+	srv                      *http.Server
+	ln                       net.Listener
 
 	metricsSrv *http.Server // with metrics_listen
 	metricsLn  net.Listener
@@ -106,11 +110,13 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      log,
-		registry: prometheus.NewRegistry(),
-		sessions: make(map[*session.Session]struct{}),
-		refresh:  make(chan struct{}, 1),
+		cfg:           cfg,
+		natsCreds:     cfg.NATS.Credentials(),
+		producerCreds: cfg.NATS.Credentials(),
+		log:           log,
+		registry:      prometheus.NewRegistry(),
+		sessions:      make(map[*session.Session]struct{}),
+		refresh:       make(chan struct{}, 1),
 	}
 	fds, err := raiseFDLimit()
 	if err != nil {
@@ -144,15 +150,19 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		if g.storeLock, err = lockStore(dir); err != nil {
 			return nil, err
 		}
-		g.embedded, err = broker.StartEmbedded(broker.EmbeddedConfig{
-			Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true,
-		}, log)
+		ecfg := broker.EmbeddedConfig{Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true}
+		if cfg.Auth.Mode != "none" {
+			ea := newEmbeddedAuth(cfg)
+			ecfg.Users, g.natsCreds, g.producerCreds = ea.users, ea.gateway, ea.producer
+		}
+		g.embedded, err = broker.StartEmbedded(ecfg, log)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir)
+		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir,
+			"credentials_required", len(ecfg.Users) > 0, "producer_user", cfg.NATS.Embedded.ProducerPassword != "")
 	}
-	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name, Credentials: cfg.NATS.Credentials()}, log)
+	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name, Credentials: g.natsCreds}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +357,10 @@ func (g *Gateway) MetricsAddr() net.Addr {
 	}
 	return g.metricsLn.Addr()
 }
+
+// ProducerCredentials are what an in-process producer (gateway --demo)
+// connects to the gateway's NATS with.
+func (g *Gateway) ProducerCredentials() broker.Credentials { return g.producerCreds }
 
 // NATS is the gateway's NATS connection.
 func (g *Gateway) NATS() *nats.Conn { return g.nc }

@@ -429,3 +429,61 @@ func TestEmbeddedStorePerProcess(t *testing.T) {
 		t.Fatalf("temporary store %s left behind: %v", dir, err)
 	}
 }
+
+// TestEmbeddedNATSAuth: with auth.mode jwt the embedded NATS server takes
+// no client without credentials; the in-process producers' generated ones
+// and nats.embedded.producer_password publish rooms, and a producer reads
+// nothing but its own replies.
+func TestEmbeddedNATSAuth(t *testing.T) {
+	t.Parallel()
+	cfg := authConfig(t, "")
+	cfg.NATS.Embedded.ProducerPassword = "producer-password-0123"
+	g := roomtest.StartGateway(t, cfg)
+	url := g.Embedded().ClientURL()
+
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("a client without credentials was accepted")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("error %v, want an authorization violation", err)
+	}
+	if nc, err := nats.Connect(url, nats.UserInfo("producer", "guess")); err == nil {
+		nc.Close()
+		t.Fatal("a wrong password was accepted")
+	}
+
+	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
+	c, _, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws?token="+good, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Join("sales")
+
+	// The demo producers' credentials, and a producer of the user's own.
+	demo := g.ProducerCredentials()
+	for name, opts := range map[string][]nats.Option{
+		"demo producer": {nats.UserInfo(demo.User, demo.Password), nats.CustomInboxPrefix(demo.InboxPrefix)},
+		"own producer":  {nats.UserInfo("producer", cfg.NATS.Embedded.ProducerPassword), nats.CustomInboxPrefix("_INBOX_producer")},
+	} {
+		violations := make(chan error, 4)
+		opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+		nc, err := nats.Connect(url, opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer nc.Close()
+		publishAndExpect(t, nc, c, name)
+		if _, err := nc.SubscribeSync("roomcast.live.>"); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Flush()
+		select {
+		case err := <-violations:
+			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				t.Fatalf("%s: subscribing to the rooms: %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s could subscribe to the rooms", name)
+		}
+	}
+}
