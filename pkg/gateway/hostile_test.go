@@ -76,6 +76,8 @@ func TestHostileConnections(t *testing.T) {
 	cfg.Limits.MaxConnectionsPerIP = 200
 	cfg.Limits.MaxTCPConnectionsPerIP = 600
 	cfg.IdleTimeout = 30 * time.Second // idle attackers stay for the count
+	cfg.HandshakeTimeout = time.Second
+	cfg.Compression.Enabled = true // the deflate bomb needs it negotiated
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, ns)
 	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
@@ -138,6 +140,8 @@ func TestHostileConnections(t *testing.T) {
 			if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 				t.Fatalf("past the budget: %v %v, want 429 with Retry-After", resp, err)
 			}
+			took := servedWithin(t, g, nc, witnessAddr, good, "during the idle flood", time.Second)
+			t.Logf("witness served in %v while 600 idle connections are held", took)
 		}},
 		{"300 tokenless Engine.IO handshakes from one address: 4 wait in the pending pool, the rest 429; no connection slot taken", func(t *testing.T) {
 			hc := &http.Client{Timeout: 5 * time.Second}
@@ -226,6 +230,67 @@ func TestHostileConnections(t *testing.T) {
 					t.Fatalf("%s: IPv6 client in another /64: %d", name, got)
 				}
 			}
+		}},
+		{"permessage-deflate bomb: 10 MiB of zeros in one compressed frame, close 1009", func(t *testing.T) {
+			c, _, err := roomtest.DialURL(t, "ws://"+addr+"/ws?token="+good, nil, &websocket.Dialer{EnableCompression: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Conn.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("0", 10<<20)))
+			if code := c.ExpectClose(5 * time.Second); code != websocket.CloseMessageTooBig {
+				t.Fatalf("close code %d, want 1009", code)
+			}
+		}},
+		{"300 slowloris handshakes from one address: closed at handshake_timeout, counted", func(t *testing.T) {
+			before := metric(t, g, "roomcast_http_unserved_total")
+			var conns []net.Conn
+			for range 300 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, _ = c.Write([]byte("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"))
+				conns = append(conns, c)
+			}
+			took := servedWithin(t, g, nc, witnessAddr, good, "during slowloris", time.Second)
+			t.Logf("witness served in %v while 300 handshakes stall", took)
+			for _, c := range conns {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadAll(c); err != nil {
+					t.Fatalf("a stalled handshake was not closed: %v", err)
+				}
+			}
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				if got := metric(t, g, "roomcast_http_unserved_total") - before; got < 300 {
+					return fmt.Errorf("roomcast_http_unserved_total rose by %v, want 300", got)
+				}
+				return nil
+			})
+		}},
+		{"join/leave churn over random rooms: no subscription outlives its room", func(t *testing.T) {
+			all := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"*"}})
+			c, _, err := roomtest.DialURL(t, "ws://"+addr+"/ws?token="+all, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 24 { // within command_burst
+				room := fmt.Sprintf("churn-%d-%d", i, time.Now().UnixNano())
+				c.Send(`{"op":"join","room":"` + room + `"}`)
+				c.Send(`{"op":"leave","room":"` + room + `"}`)
+			}
+			for range 48 {
+				if m, err := c.Next(5 * time.Second); err != nil || (m.Op != "joined" && m.Op != "left") {
+					t.Fatalf("reply %+v %v", m, err)
+				}
+			}
+			c.Conn.Close()
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				if n := roomtest.SubscriptionsUnder(ns, "roomcast.live.churn-"); n != 0 {
+					return fmt.Errorf("%d churned rooms still subscribed", n)
+				}
+				return nil
+			})
 		}},
 	}
 	for i, tt := range tests {
