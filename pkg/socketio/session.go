@@ -172,6 +172,7 @@ func (ss *session) connect(p packet) {
 	// CONNECTs share the event budget: each may cost a token check, and
 	// one POST can carry a thousand.
 	if !ss.allow() {
+		ss.srv.metrics.ClientErrors.WithLabelValues(protocol.CodeRateLimited).Inc()
 		ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), []byte(`{"message":"too many packets; slow down","data":{"code":"rate_limited"}}`))
 		return
 	}
