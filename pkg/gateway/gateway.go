@@ -57,6 +57,18 @@ type Gateway struct {
 	cfg      config.Config
 	log      *slog.Logger
 	embedded *server.Server // nil with an external NATS
+	nc       *nats.Conn
+	hub      *hub.Hub
+	catalog  *catalog.Store
+	metrics  *metrics.Metrics
+	registry *prometheus.Registry
+	upgrader websocket.Upgrader
+	admit    *admission
+	poller   *session.Poller // nil: a reader goroutine per connection
+	sessCfg  session.Config
+	srv      *http.Server
+	ln       net.Listener
+
 	// The embedded server's store: locked while it runs, and removed
 	// after it when it was a temporary one.
 	storeLock *os.File
@@ -65,17 +77,6 @@ type Gateway struct {
 	// producers: the configured ones, or generated for the embedded
 	// server when auth.mode is not none.
 	natsCreds, producerCreds broker.Credentials
-	nc                       *nats.Conn
-	hub                      *hub.Hub
-	catalog                  *catalog.Store
-	metrics                  *metrics.Metrics
-	registry                 *prometheus.Registry
-	upgrader                 websocket.Upgrader
-	admit                    *admission
-	poller                   *session.Poller // nil: a reader goroutine per connection
-	sessCfg                  session.Config
-	srv                      *http.Server
-	ln                       net.Listener
 
 	metricsSrv *http.Server // with metrics_listen
 	metricsLn  net.Listener
@@ -110,14 +111,13 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg:           cfg,
-		natsCreds:     cfg.NATS.Credentials(),
-		producerCreds: cfg.NATS.Credentials(),
-		log:           log,
-		registry:      prometheus.NewRegistry(),
-		sessions:      make(map[*session.Session]struct{}),
-		refresh:       make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      log,
+		registry: prometheus.NewRegistry(),
+		sessions: make(map[*session.Session]struct{}),
+		refresh:  make(chan struct{}, 1),
 	}
+	g.natsCreds, g.producerCreds = cfg.NATS.Credentials(), cfg.NATS.Credentials()
 	fds, err := raiseFDLimit()
 	if err != nil {
 		log.Warn("cannot read the open-file limit; connection budgets come from the configuration alone", "err", err)

@@ -123,13 +123,6 @@ func (l *limitListener) acceptFailed(err error) {
 		"err", err, "not_logged_since_last", suppressed)
 }
 
-// counts reports the open connections, in total and from addr's key.
-func (l *limitListener) counts(addr netip.Addr) (total, fromAddr int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.total, l.perAddr[l.key(addr)]
-}
-
 func peerAddr(c net.Conn) netip.Addr {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		return a.AddrPort().Addr().Unmap()
