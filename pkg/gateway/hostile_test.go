@@ -317,6 +317,7 @@ func TestTCPBudget(t *testing.T) {
 	cfg := roomtest.Config(t, "")
 	cfg.Limits.MaxTCPConnections = 20
 	cfg.Limits.MaxConnections = 10
+	cfg.IdleTimeout = 500 * time.Millisecond
 	g := roomtest.StartGateway(t, cfg)
 	var held []net.Conn
 	defer func() {
@@ -349,6 +350,16 @@ func TestTCPBudget(t *testing.T) {
 	}
 	if got := metric(t, g, "roomcast_tcp_refused_total"); got != 1 {
 		t.Fatalf("roomcast_tcp_refused_total = %v", got)
+	}
+	// idle_timeout closes the idle ones, and their budget comes back.
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if got := metric(t, g, "roomcast_tcp_connections"); got != 0 {
+			return fmt.Errorf("roomcast_tcp_connections = %v", got)
+		}
+		return nil
+	})
+	if s := status(); s != 200 {
+		t.Fatalf("after idle_timeout: %d", s)
 	}
 
 	for name, set := range map[string]func(l *struct{ tcp, sessions, reserved *int }){
