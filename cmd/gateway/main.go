@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var producers sync.WaitGroup
 	prodCtx, stopProducers := context.WithCancel(context.Background())
 	if *demo {
-		nc, err := broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.Embedded(), Name: "roomcast-demo-producer", Credentials: cfg.NATS.Credentials()}, log.With("component", "demo-producer"))
+		nc, err := broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.Embedded(), Name: "roomcast-demo-producer", Credentials: g.ProducerCredentials()}, log.With("component", "demo-producer"))
 		if err != nil {
 			stopProducers()
 			_ = g.Shutdown(context.Background())

@@ -114,7 +114,8 @@ func Config(t testing.TB, url string) config.Config {
 	cfg.DrainWindow = 0 // tests that drain set their own
 	cfg.RoomLinger = 0  // tests that linger set their own
 	// Every test client comes from 127.0.0.1.
-	cfg.Limits.MaxConnectionsPerIP = cfg.Limits.MaxConnections
+	cfg.Limits.MaxConnectionsPerIP = config.DefaultMaxConnections
+	cfg.Limits.MaxTCPConnectionsPerIP = config.DefaultMaxConnections
 	return cfg
 }
 

@@ -23,15 +23,25 @@ type Config struct {
 	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
 	// may open a WebSocket; empty means same origin only. "*" allows all.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// AllowedHosts lists the host names (Host header, without port) this
+	// gateway serves besides localhost, IP literals and the hosts of
+	// AllowedOrigins; other hosts get 403 (DNS rebinding). "*" serves any.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
 	// TrustedProxies lists the networks (CIDR) of load balancers whose
 	// X-Forwarded-For is believed when counting connections per client IP.
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// TrustedHops is how many X-Forwarded-For entries, from the right,
+	// the trusted proxies append: the client is the entry at that
+	// position, whatever its address looks like.
+	TrustedHops int `mapstructure:"trusted_hops"`
 
 	PingInterval     time.Duration `mapstructure:"ping_interval"`
 	PongTimeout      time.Duration `mapstructure:"pong_timeout"`
 	WriteTimeout     time.Duration `mapstructure:"write_timeout"`
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
-	ShutdownTimeout  time.Duration `mapstructure:"shutdown_timeout"`
+	// IdleTimeout closes an HTTP keep-alive connection idle this long.
+	IdleTimeout     time.Duration `mapstructure:"idle_timeout"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// DrainWindow spreads the 1012 closes of a shutdown over this long, so
 	// that clients do not all reconnect to the other replicas at once.
 	DrainWindow time.Duration `mapstructure:"drain_window"`
@@ -58,6 +68,13 @@ type SocketIO struct {
 	PingTimeout      time.Duration `mapstructure:"ping_timeout"`
 	MaxPayload       int           `mapstructure:"max_payload"`
 	MaxSessionsPerIP int           `mapstructure:"max_sessions_per_ip"`
+	// With auth.mode jwt, a session whose handshake carries no valid token
+	// waits for its CONNECT in a pool of its own (PendingSessions in all,
+	// PendingSessionsPerIP per address, ConnectTimeout each), which never
+	// takes a connection slot until the CONNECT's token is valid.
+	PendingSessions      int           `mapstructure:"pending_sessions"`
+	PendingSessionsPerIP int           `mapstructure:"pending_sessions_per_ip"`
+	ConnectTimeout       time.Duration `mapstructure:"connect_timeout"`
 	// Conformance serves what the official protocol test suites expect
 	// (short timings, echo handlers, /engine.io/); never in production.
 	Conformance bool `mapstructure:"conformance"`
@@ -134,6 +151,9 @@ type TLS struct {
 type Embedded struct {
 	Listen   string `mapstructure:"listen"`
 	StoreDir string `mapstructure:"store_dir"`
+	// ProducerPassword, with auth.mode jwt, lets producers of your own
+	// connect as user "producer"; empty: only the in-process ones can.
+	ProducerPassword string `mapstructure:"producer_password"`
 }
 
 // History configures sequence numbers, snapshots and resume, kept in a
@@ -165,10 +185,23 @@ type Limits struct {
 	CommandsPerSecond     float64 `mapstructure:"commands_per_second"`
 	CommandBurst          int     `mapstructure:"command_burst"`
 	MaxUpdateBytes        int     `mapstructure:"max_update_bytes"`
-	MaxConnections        int     `mapstructure:"max_connections"`
-	MaxConnectionsPerIP   int     `mapstructure:"max_connections_per_ip"`
-	MaxHeaderBytes        int     `mapstructure:"max_header_bytes"`
+	// MaxConnections bounds WebSocket and Socket.IO sessions; 0: as many
+	// as the TCP budget allows, at most DefaultMaxConnections.
+	MaxConnections      int `mapstructure:"max_connections"`
+	MaxConnectionsPerIP int `mapstructure:"max_connections_per_ip"`
+	MaxHeaderBytes      int `mapstructure:"max_header_bytes"`
+	// MaxTCPConnections bounds every TCP connection on listen; 0: the
+	// descriptor limit less ReservedFDs.
+	MaxTCPConnections      int `mapstructure:"max_tcp_connections"`
+	MaxTCPConnectionsPerIP int `mapstructure:"max_tcp_connections_per_ip"`
+	// ReservedFDs are descriptors kept for NATS, files and metrics.
+	ReservedFDs int `mapstructure:"reserved_fds"`
+	// IPv6Prefix: IPv6 clients are counted per network of this length.
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
 }
+
+// DefaultMaxConnections caps limits.max_connections 0 (automatic).
+const DefaultMaxConnections = 20000
 
 // Queue is the per-client outgoing queue and its slow-client policy.
 type Queue struct {
@@ -225,11 +258,14 @@ func Default() Config {
 	return Config{
 		Listen:           ":8080",
 		AllowedOrigins:   []string{},
+		AllowedHosts:     []string{},
 		TrustedProxies:   []string{},
+		TrustedHops:      1,
 		PingInterval:     20 * time.Second,
 		PongTimeout:      10 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
+		IdleTimeout:      5 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
 		DrainWindow:      5 * time.Second,
 		RoomLinger:       time.Second,
@@ -256,14 +292,18 @@ func Default() Config {
 			ResumeBurst:      40,
 		},
 		Limits: Limits{
-			MaxFrameBytes:         4096,
-			MaxRoomsPerConnection: 32,
-			CommandsPerSecond:     20,
-			CommandBurst:          50,
-			MaxUpdateBytes:        64 << 10,
-			MaxConnections:        20000,
-			MaxConnectionsPerIP:   200,
-			MaxHeaderBytes:        16 << 10,
+			MaxFrameBytes:          4096,
+			MaxRoomsPerConnection:  32,
+			CommandsPerSecond:      20,
+			CommandBurst:           50,
+			MaxUpdateBytes:         64 << 10,
+			MaxConnections:         0,
+			MaxConnectionsPerIP:    200,
+			MaxHeaderBytes:         16 << 10,
+			MaxTCPConnections:      0,
+			MaxTCPConnectionsPerIP: 256,
+			ReservedFDs:            512,
+			IPv6Prefix:             64,
 		},
 		Queue: Queue{
 			ConflateAfter: 32,
@@ -280,6 +320,10 @@ func Default() Config {
 			PingInterval: 25 * time.Second,
 			PingTimeout:  20 * time.Second,
 			MaxPayload:   100000,
+
+			PendingSessions:      64,
+			PendingSessionsPerIP: 4,
+			ConnectTimeout:       5 * time.Second,
 		},
 	}
 }

@@ -99,7 +99,12 @@ func TestLoadErrors(t *testing.T) {
 		{"credentials for the embedded server", "nats:\n  token: t\n", []string{"nats", "embedded"}},
 		{"bad inbox prefix", "nats:\n  inbox_prefix: '_INBOX.>'\n", []string{"nats.inbox_prefix"}},
 		{"bad trusted proxy", "trusted_proxies: ['10.0.0.0/33']\n", []string{"trusted_proxies[0]"}},
-		{"zero max connections", "limits:\n  max_connections: 0\n", []string{"limits.max_connections"}},
+		{"negative max connections", "limits:\n  max_connections: -1\n", []string{"limits.max_connections"}},
+		{"max connections over the TCP budget", "limits:\n  max_connections: 100\n  max_tcp_connections: 50\n", []string{"limits.max_connections", "max_tcp_connections"}},
+		{"bad allowed host", "allowed_hosts: [\"https://dash.example.com\"]\n", []string{"allowed_hosts[0]"}},
+		{"zero trusted hops", "trusted_hops: 0\n", []string{"trusted_hops"}},
+		{"ipv6 prefix too short", "limits:\n  ipv6_prefix: 16\n", []string{"limits.ipv6_prefix"}},
+		{"short producer password", "nats:\n  embedded:\n    producer_password: abc\n", []string{"nats.embedded.producer_password"}},
 		{"tiny header limit", "limits:\n  max_header_bytes: 100\n", []string{"limits.max_header_bytes"}},
 	}
 	for _, tt := range tests {

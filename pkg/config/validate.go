@@ -34,14 +34,20 @@ func (c *Config) Validate() error {
 	for i, o := range c.AllowedOrigins {
 		check(fmt.Sprintf("allowed_origins[%d]", i), checkOrigin(o))
 	}
+	for i, h := range c.AllowedHosts {
+		check(fmt.Sprintf("allowed_hosts[%d]", i), checkHost(h))
+	}
 	for i, p := range c.TrustedProxies {
 		check(fmt.Sprintf("trusted_proxies[%d]", i), checkCIDR(p))
+	}
+	if c.TrustedHops < 1 || c.TrustedHops > 10 {
+		bad("trusted_hops", "must be 1 to 10 (the proxies in front of the gateway that append to X-Forwarded-For), got %d", c.TrustedHops)
 	}
 	c.validateSecurity(bad)
 	for key, d := range map[string]time.Duration{
 		"ping_interval": c.PingInterval, "pong_timeout": c.PongTimeout,
 		"write_timeout": c.WriteTimeout, "handshake_timeout": c.HandshakeTimeout,
-		"shutdown_timeout": c.ShutdownTimeout,
+		"shutdown_timeout": c.ShutdownTimeout, "idle_timeout": c.IdleTimeout,
 	} {
 		if d <= 0 {
 			bad(key, "must be a positive duration such as 10s, got %v", d)
@@ -108,8 +114,24 @@ func (c *Config) Validate() error {
 	positive("limits.max_rooms_per_connection", c.Limits.MaxRoomsPerConnection)
 	positive("limits.command_burst", c.Limits.CommandBurst)
 	positive("limits.max_update_bytes", c.Limits.MaxUpdateBytes)
-	positive("limits.max_connections", c.Limits.MaxConnections)
+	notNegative := func(key string, n int, zero string) {
+		if n < 0 {
+			bad(key, "must be 0 (%s) or positive, got %d", zero, n)
+		}
+	}
+	notNegative("limits.max_connections", c.Limits.MaxConnections, "as many as the TCP budget allows")
 	positive("limits.max_connections_per_ip", c.Limits.MaxConnectionsPerIP)
+	notNegative("limits.max_tcp_connections", c.Limits.MaxTCPConnections, "the descriptor limit less limits.reserved_fds")
+	positive("limits.max_tcp_connections_per_ip", c.Limits.MaxTCPConnectionsPerIP)
+	if c.Limits.ReservedFDs < 32 {
+		bad("limits.reserved_fds", "must be at least 32 (NATS, files and the metrics listener need descriptors too), got %d", c.Limits.ReservedFDs)
+	}
+	if t := c.Limits.MaxTCPConnections; t > 0 && c.Limits.MaxConnections > t {
+		bad("limits.max_connections", "%d is more than limits.max_tcp_connections (%d): every WebSocket is a TCP connection", c.Limits.MaxConnections, t)
+	}
+	if p := c.Limits.IPv6Prefix; p < 32 || p > 128 {
+		bad("limits.ipv6_prefix", "must be 32 to 128 (bits of an IPv6 address counted as one client), got %d", p)
+	}
 	if c.Limits.MaxHeaderBytes < 4096 || c.Limits.MaxHeaderBytes > 1<<20 {
 		bad("limits.max_header_bytes", "must be 4096 to 1048576, got %d", c.Limits.MaxHeaderBytes)
 	}
@@ -208,6 +230,11 @@ func (c *Config) Validate() error {
 		if c.SocketIO.MaxPayload < 1024 || c.SocketIO.MaxPayload > 10<<20 {
 			bad("socketio.max_payload", "must be 1024 to 10485760 bytes, got %d", c.SocketIO.MaxPayload)
 		}
+		positive("socketio.pending_sessions", c.SocketIO.PendingSessions)
+		positive("socketio.pending_sessions_per_ip", c.SocketIO.PendingSessionsPerIP)
+		if c.SocketIO.ConnectTimeout <= 0 || c.SocketIO.ConnectTimeout > time.Minute {
+			bad("socketio.connect_timeout", "must be a positive duration up to 1m, got %v", c.SocketIO.ConnectTimeout)
+		}
 		if c.SocketIO.MaxSessionsPerIP < 0 {
 			bad("socketio.max_sessions_per_ip", "must be 0 (no limit) or positive, got %d", c.SocketIO.MaxSessionsPerIP)
 		}
@@ -284,6 +311,14 @@ func (c *Config) validateSecurity(bad func(key, format string, a ...any)) {
 	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
 		bad("nats.tls", "set both cert_file and key_file (a client certificate), or neither")
 	}
+	if pw := n.Embedded.ProducerPassword; pw != "" {
+		switch {
+		case n.URL != "":
+			bad("nats.embedded.producer_password", "is for the embedded server; with nats.url set it has no effect: remove it")
+		case len(pw) < 16:
+			bad("nats.embedded.producer_password", "must be at least 16 characters, got %d", len(pw))
+		}
+	}
 	if n.URL == "" && (kinds > 0 || n.TLS.CAFile != "" || n.TLS.CertFile != "") {
 		bad("nats", "credentials and TLS are for an external NATS (nats.url); the embedded server runs in-process")
 	}
@@ -297,6 +332,18 @@ func checkCIDR(s string) error {
 		return nil
 	}
 	return fmt.Errorf("want a network such as 10.0.0.0/8 or an address, got %q", s)
+}
+
+// checkHost accepts a host name or IP literal without scheme or port, or
+// "*".
+func checkHost(h string) error {
+	if h == "*" || net.ParseIP(strings.Trim(h, "[]")) != nil {
+		return nil
+	}
+	if h == "" || len(h) > 253 || strings.ContainsAny(h, ":/ @*") {
+		return fmt.Errorf("want a host name such as dash.example.com (no scheme or port), got %q", h)
+	}
+	return nil
 }
 
 // checkAddr accepts host:port with a numeric port (host may be empty).

@@ -18,9 +18,9 @@ type Conn struct {
 	ip  string
 	req *http.Request // the handshake request, detached from its context
 	h   Handler
-	// release gives back the gateway's connection slot (Config.Admit);
-	// called by Server.remove, under its mu.
-	release func()
+	// slot is the gateway's connection slot (Config.Admit); its Release
+	// is called by Server.remove, under its mu.
+	slot Slot
 
 	recvMu sync.Mutex // serialises h.Message and h.Closed
 	ended  bool       // h.Closed has been called; guarded by recvMu
@@ -65,6 +65,9 @@ func newConn(s *Server, id, ip string, r *http.Request, ws bool) *Conn {
 
 // ID is the session id (the sid of the handshake).
 func (c *Conn) ID() string { return c.id }
+
+// Slot is what Config.Admit gave the session, or nil.
+func (c *Conn) Slot() Slot { return c.slot }
 
 // Request is the request that opened the session (headers, URL, remote
 // address); its body is gone and its context never ends.

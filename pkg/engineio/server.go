@@ -34,9 +34,9 @@ type Config struct {
 	// the TCP peer's. The gateway passes its trusted-proxy-aware one.
 	ClientIP func(r *http.Request) string
 	// Admit, if set, is asked before a session opens: a non-zero status
-	// refuses it (e.g. 503 when the gateway is full); release is called
-	// once when the session ends.
-	Admit func(r *http.Request) (release func(), status int)
+	// refuses it (e.g. 503 when the gateway is full); the slot's Release
+	// is called once when the session ends.
+	Admit func(r *http.Request) (slot Slot, status int)
 	// WriteTimeout bounds writing one response or WebSocket frame.
 	WriteTimeout time.Duration
 	// CheckOrigin decides whether a browser request with an Origin header
@@ -54,6 +54,12 @@ type Config struct {
 	FrameGap time.Duration
 	// Log receives debug lines about sessions; nil discards.
 	Log *slog.Logger
+}
+
+// Slot is what Config.Admit gave a session; the layer above may look at
+// it (Conn.Slot) to change it, e.g. when the session authenticates.
+type Slot interface {
+	Release()
 }
 
 // Handler is the layer above a session (see the package documentation for
@@ -279,16 +285,16 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 		s.log.Debug("session refused: too many from this address", "ip", ip)
 		return nil, http.StatusTooManyRequests
 	}
-	var release func()
+	var slot Slot
 	if s.cfg.Admit != nil {
 		var status int
-		if release, status = s.cfg.Admit(r); status != 0 {
+		if slot, status = s.cfg.Admit(r); status != 0 {
 			s.mu.Unlock()
 			return nil, status
 		}
 	}
 	c := newConn(s, newID(), ip, r, ws)
-	c.release = release
+	c.slot = slot
 	s.sessions[c.id] = c
 	s.perIP[ip]++
 	s.wg.Add(1)
@@ -315,8 +321,8 @@ func (s *Server) remove(c *Conn) {
 	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
 		delete(s.perIP, c.ip)
 	}
-	if c.release != nil {
-		c.release()
+	if c.slot != nil {
+		c.slot.Release()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -24,26 +25,47 @@ import (
 // proceed: origin, token, and the connection limits. Everything refused
 // here costs no goroutine beyond net/http's and no upgrade.
 type admission struct {
-	allowed  map[string]bool // lower-case scheme://host[:port]; "*" allows all
-	trusted  []netip.Prefix
-	auth     *auth.Authenticator // nil: auth.mode none
-	maxConns int
-	maxPerIP int
+	allowed    map[string]bool // lower-case scheme://host[:port]; "*" allows all
+	hosts      map[string]bool // lower-case host names served; "*" serves all
+	trusted    []netip.Prefix
+	hops       int // X-Forwarded-For entries appended by trusted proxies
+	ipv6Prefix int
+	auth       *auth.Authenticator // nil: auth.mode none
+	maxConns   int
+	maxPerIP   int
+	log        *slog.Logger
+
+	hostsLogged sync.Map // host -> struct{}: a refused host is logged once
+	nLogged     atomic.Int32
 
 	mu    sync.Mutex // guards total and perIP
 	total int
 	perIP map[netip.Addr]int
 }
 
-func newAdmission(cfg config.Config) (*admission, error) {
+// maxHostsLogged bounds the refused hosts remembered for logging, since
+// a client can send any number of different Host headers.
+const maxHostsLogged = 100
+
+func newAdmission(cfg config.Config, maxConns int, log *slog.Logger) (*admission, error) {
 	a := &admission{
-		allowed:  map[string]bool{},
-		maxConns: cfg.Limits.MaxConnections,
-		maxPerIP: cfg.Limits.MaxConnectionsPerIP,
-		perIP:    map[netip.Addr]int{},
+		allowed:    map[string]bool{},
+		hosts:      map[string]bool{"localhost": true},
+		hops:       max(cfg.TrustedHops, 1),
+		ipv6Prefix: cfg.Limits.IPv6Prefix,
+		maxConns:   maxConns,
+		maxPerIP:   cfg.Limits.MaxConnectionsPerIP,
+		perIP:      map[netip.Addr]int{},
+		log:        log,
 	}
 	for _, o := range cfg.AllowedOrigins {
 		a.allowed[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+		if u, err := url.Parse(o); err == nil && u.Hostname() != "" {
+			a.hosts[strings.ToLower(u.Hostname())] = true
+		}
+	}
+	for _, h := range cfg.AllowedHosts {
+		a.hosts[strings.ToLower(strings.TrimSuffix(h, "."))] = true
 	}
 	for _, p := range cfg.TrustedProxies {
 		prefix, err := netip.ParsePrefix(p)
@@ -116,9 +138,49 @@ func (a *admission) originAllowed(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host) || a.allowed[strings.ToLower(u.Scheme+"://"+u.Host)]
 }
 
+// hostAllowed is the DNS rebinding defence: a page on a domain the
+// attacker rebinds to the gateway's address sends that domain as Host
+// (and as its Origin, which then passes the same-origin check). The
+// gateway serves only hosts it knows: localhost, IP literals (a page
+// loaded from an IP address cannot be rebound), allowed_hosts and the
+// hosts of allowed_origins. A request without Host (HTTP/1.0 health
+// checks) comes from no browser and is served.
+func (a *admission) hostAllowed(hostport string) bool {
+	if hostport == "" || a.hosts["*"] {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return a.hosts[host] || strings.HasSuffix(host, ".localhost")
+}
+
+// hostRefused logs a refused host the first time it is seen (up to
+// maxHostsLogged of them), naming the key that would serve it.
+func (a *admission) hostRefused(host string) {
+	if a.nLogged.Load() >= maxHostsLogged {
+		return
+	}
+	if _, seen := a.hostsLogged.LoadOrStore(host, struct{}{}); seen {
+		return
+	}
+	if a.nLogged.Add(1) == maxHostsLogged {
+		a.log.Warn("refused hosts: no more will be logged", "max", maxHostsLogged)
+	}
+	a.log.Warn("request refused: Host is not served by this gateway; if it is yours, add it to allowed_hosts (ROOMCAST_ALLOWED_HOSTS)", "host", host)
+}
+
 // clientIP is the address a connection is counted against: the peer, or,
-// when the peer is a trusted proxy, the last X-Forwarded-For address that
-// is not itself a trusted proxy. Forwarded headers from anyone else are
+// when the peer is a trusted proxy, the X-Forwarded-For entry that
+// trusted_hops proxies ago was the client: the proxies are trusted by
+// their position in the chain, never by what an address looks like, so a
+// client in a private range that writes its own X-Forwarded-For is still
+// counted by its real address. Forwarded headers from anyone else are
 // ignored, since a client can write whatever it likes there.
 func (a *admission) clientIP(r *http.Request) netip.Addr {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
@@ -130,18 +192,25 @@ func (a *admission) clientIP(r *http.Request) netip.Addr {
 		return ip
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return ip // a garbled chain: count the proxy itself
-		}
-		hop = hop.Unmap()
-		if !a.isTrusted(hop) {
-			return hop
-		}
-		ip = hop
+	hop, err := netip.ParseAddr(strings.TrimSpace(hops[max(len(hops)-a.hops, 0)]))
+	if err != nil {
+		return ip // no header, or a garbled one: count the proxy itself
 	}
-	return ip
+	return hop.Unmap()
+}
+
+// key is what limits count per client: the address, or for IPv6 its
+// network of limits.ipv6_prefix bits, since one host commonly holds a
+// whole /64.
+func (a *admission) key(ip netip.Addr) netip.Addr {
+	if !ip.Is6() || a.ipv6Prefix >= 128 {
+		return ip
+	}
+	p, err := ip.Prefix(a.ipv6Prefix)
+	if err != nil {
+		return ip
+	}
+	return p.Addr()
 }
 
 func (a *admission) isTrusted(ip netip.Addr) bool {
@@ -161,6 +230,7 @@ var (
 
 // acquire takes a connection slot for ip; release gives it back.
 func (a *admission) acquire(ip netip.Addr) error {
+	ip = a.key(ip)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.total >= a.maxConns {
@@ -175,6 +245,7 @@ func (a *admission) acquire(ip netip.Addr) error {
 }
 
 func (a *admission) release(ip netip.Addr) {
+	ip = a.key(ip)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.total--

@@ -16,8 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,9 +70,19 @@ type Gateway struct {
 	srv      *http.Server
 	ln       net.Listener
 
+	// The embedded server's store: locked while it runs, and removed
+	// after it when it was a temporary one.
+	storeLock *os.File
+	tempStore string
+	// NATS credentials of the gateway's connection and of in-process
+	// producers: the configured ones, or generated for the embedded
+	// server when auth.mode is not none.
+	natsCreds, producerCreds broker.Credentials
+
 	metricsSrv *http.Server // with metrics_listen
 	metricsLn  net.Listener
 	sio        *socketio.Server // nil when socketio.enabled is false
+	pending    *pendingPool     // Socket.IO sessions waiting for their CONNECT's token
 	eioEcho    *engineio.Server // /engine.io/ in socketio.conformance mode
 
 	history bool          // updates carry seq; snapshot and resume from the stream
@@ -108,6 +118,17 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		sessions: make(map[*session.Session]struct{}),
 		refresh:  make(chan struct{}, 1),
 	}
+	g.natsCreds, g.producerCreds = cfg.NATS.Credentials(), cfg.NATS.Credentials()
+	fds, err := raiseFDLimit()
+	if err != nil {
+		log.Warn("cannot read the open-file limit; connection budgets come from the configuration alone", "err", err)
+	}
+	budget, err := connectionBudget(cfg.Limits, fds)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("connection budget", "open_file_limit", budget.fds, "reserved_fds", cfg.Limits.ReservedFDs,
+		"max_tcp_connections", budget.tcp, "max_connections", budget.sessions)
 	started := false
 	defer func() {
 		if !started {
@@ -115,22 +136,34 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			_ = g.stopNATS(context.Background())
 		}
 	}()
-	var err error
 
 	if cfg.NATS.URL == "" {
+		// One store per process: a directory shared by two gateways
+		// would be written by both. Without a configured one, a fresh
+		// temporary directory, removed at the end.
 		dir := cfg.NATS.Embedded.StoreDir
 		if dir == "" {
-			dir = filepath.Join(os.TempDir(), "roomcast", "jetstream")
+			if dir, err = os.MkdirTemp("", "roomcast-jetstream-"); err != nil {
+				return nil, fmt.Errorf("nats.embedded.store_dir: a temporary directory: %w", err)
+			}
+			g.tempStore = dir
 		}
-		g.embedded, err = broker.StartEmbedded(broker.EmbeddedConfig{
-			Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true,
-		}, log)
+		if g.storeLock, err = lockStore(dir); err != nil {
+			return nil, err
+		}
+		ecfg := broker.EmbeddedConfig{Listen: cfg.NATS.Embedded.Listen, StoreDir: dir, JetStream: true}
+		if cfg.Auth.Mode != "none" {
+			ea := newEmbeddedAuth(cfg)
+			ecfg.Users, g.natsCreds, g.producerCreds = ea.users, ea.gateway, ea.producer
+		}
+		g.embedded, err = broker.StartEmbedded(ecfg, log)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir)
+		log.Info("embedded NATS started", "listen", g.embedded.Addr().String(), "store_dir", dir,
+			"credentials_required", len(ecfg.Users) > 0, "producer_user", cfg.NATS.Embedded.ProducerPassword != "")
 	}
-	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name, Credentials: cfg.NATS.Credentials()}, log)
+	g.nc, err = broker.Connect(broker.ConnConfig{URL: cfg.NATS.URL, Embedded: g.embedded, Name: cfg.NATS.Name, Credentials: g.natsCreds}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +245,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
-	if g.admit, err = newAdmission(cfg); err != nil {
+	if g.admit, err = newAdmission(cfg, budget.sessions, log); err != nil {
 		return nil, err
 	}
 
@@ -230,8 +263,14 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
-	// A too slow client's write deadline is cut for good (session.Listener).
-	g.ln = session.Listener(g.ln)
+	// Counted before TLS, so a connection past the budget costs no
+	// handshake either; inside the count, a too slow client's write
+	// deadline is cut for good (session.Listener).
+	g.ln = &limitListener{
+		Listener: session.Listener(g.ln), maxTotal: budget.tcp, maxPerAddr: cfg.Limits.MaxTCPConnectionsPerIP,
+		key: g.admit.key, exempt: g.admit.isTrusted, metrics: g.metrics, log: log,
+		perAddr: map[netip.Addr]int{},
+	}
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)
 	}
@@ -246,8 +285,10 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		ConnState:         idle.connState,
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Short: an idle keep-alive connection holds a descriptor and a
+		// TCP budget slot for nothing.
+		IdleTimeout: cfg.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
@@ -331,6 +372,10 @@ func (g *Gateway) MetricsAddr() net.Addr {
 	}
 	return g.metricsLn.Addr()
 }
+
+// ProducerCredentials are what an in-process producer (gateway --demo)
+// connects to the gateway's NATS with.
+func (g *Gateway) ProducerCredentials() broker.Credentials { return g.producerCreds }
 
 // NATS is the gateway's NATS connection.
 func (g *Gateway) NATS() *nats.Conn { return g.nc }
@@ -502,6 +547,16 @@ func (g *Gateway) stopNATS(ctx context.Context) error {
 	if g.embedded != nil {
 		g.embedded.Shutdown()
 		g.embedded.WaitForShutdown()
+	}
+	if g.storeLock != nil {
+		_ = g.storeLock.Close()
+		g.storeLock = nil
+	}
+	if g.tempStore != "" {
+		if rmErr := os.RemoveAll(g.tempStore); rmErr != nil {
+			g.log.Warn("removing the temporary NATS store", "dir", g.tempStore, "err", rmErr)
+		}
+		g.tempStore = ""
 	}
 	return err
 }

@@ -38,7 +38,23 @@ func (g *Gateway) routes() http.Handler {
 	if g.cfg.MetricsListen == "" {
 		mux.Handle("GET /metrics", g.metricsHandler())
 	}
-	return securityHeaders(g.withSocketIO(mux))
+	return securityHeaders(g.checkHost(g.withSocketIO(mux)))
+}
+
+// checkHost refuses, with 403 and the reason, a request whose Host the
+// gateway does not serve (see admission.hostAllowed), before any origin
+// or token check. Health checks are exempt: probes address pods and
+// containers by whatever name their platform gives them.
+func (g *Gateway) checkHost(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.admit.hostAllowed(r.Host) && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			g.metrics.HostsRefused.Inc()
+			g.admit.hostRefused(r.Host)
+			http.Error(w, "host not served by this gateway (see allowed_hosts)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (g *Gateway) metricsHandler() http.Handler {

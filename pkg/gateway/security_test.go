@@ -577,7 +577,9 @@ func TestHandshakeTimeout(t *testing.T) {
 
 // TestSocketIOTokenAndLimits: a Socket.IO session authenticates with the
 // token in its CONNECT auth, is closed with 4001 when the token expires
-// (as /ws is), and counts against limits.max_connections.
+// (as /ws is), and counts against limits.max_connections once
+// authenticated: before, it waits in the pending pool, and a CONNECT that
+// finds the gateway full is refused.
 func TestSocketIOTokenAndLimits(t *testing.T) {
 	t.Parallel()
 	ns := roomtest.StartNATS(t)
@@ -587,7 +589,7 @@ func TestSocketIOTokenAndLimits(t *testing.T) {
 	sio := "ws://" + g.Addr().String() + "/socket.io/?EIO=4&transport=websocket"
 
 	connect := func(tok string) (*websocket.Conn, string) {
-		c, _, err := websocket.DefaultDialer.Dial(sio, nil)
+		c, _, err := websocket.DefaultDialer.Dial(sio, nil) // no token: pending
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -611,15 +613,19 @@ func TestSocketIOTokenAndLimits(t *testing.T) {
 	if !strings.HasPrefix(reply, "40") {
 		t.Fatalf("good token: %q, want CONNECT (40)", reply)
 	}
-	// Two sessions are open (the refused one may still be closing): the
-	// gateway is full for /ws and for /socket.io/.
-	roomtest.Eventually(t, 5*time.Second, func() error {
-		_, resp, err := websocket.DefaultDialer.Dial(sio, nil)
-		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-			return fmt.Errorf("third session: %v %v, want 503", resp, err)
-		}
-		return nil
-	})
+	// The refused session holds no slot: a /ws client takes the second,
+	// and the gateway is full for /ws and for /socket.io/ with a token.
+	long := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
+	if _, _, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws?token="+long, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(sio+"&token="+long, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third session with a token: %v %v, want 503", resp, err)
+	}
+	if _, reply := connect(long); !strings.HasPrefix(reply, "44") || !strings.Contains(reply, "full") {
+		t.Fatalf("CONNECT with the gateway full: %q, want CONNECT_ERROR saying it is full", reply)
+	}
 	code := 0
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -35,23 +36,19 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 	if authorize == nil {
 		authorize = g.socketIOAuth()
 	}
+	g.pending = &pendingPool{max: c.PendingSessions, maxPerIP: c.PendingSessionsPerIP, perIP: map[netip.Addr]int{}}
 	scfg := socketio.Config{
 		PingInterval:     c.PingInterval,
 		PingTimeout:      c.PingTimeout,
-		ConnectTimeout:   g.cfg.HandshakeTimeout,
+		ConnectTimeout:   c.ConnectTimeout,
 		WriteTimeout:     g.cfg.WriteTimeout,
 		MaxPayload:       c.MaxPayload,
 		MaxSessionsPerIP: c.MaxSessionsPerIP,
-		ClientIP:         func(r *http.Request) string { return g.admit.clientIP(r).String() },
+		ClientIP:         func(r *http.Request) string { return g.admit.key(g.admit.clientIP(r)).String() },
 		// Socket.IO sessions count against limits.max_connections and
-		// max_connections_per_ip like WebSocket connections.
-		Admit: func(r *http.Request) (func(), int) {
-			ip := g.admit.clientIP(r)
-			if status := g.takeSlot(ip); status != 0 {
-				return nil, status
-			}
-			return func() { g.admit.release(ip) }, 0
-		},
+		// max_connections_per_ip like WebSocket connections, once
+		// authenticated; see admitSocketIO.
+		Admit:        g.admitSocketIO,
 		MaxRooms:     g.cfg.Limits.MaxRoomsPerConnection,
 		CommandRate:  g.cfg.Limits.CommandsPerSecond,
 		CommandBurst: g.cfg.Limits.CommandBurst,

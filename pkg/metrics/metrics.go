@@ -41,6 +41,12 @@ type Metrics struct {
 	Replayed            *prometheus.CounterVec // updates replayed to resuming clients, by source
 	HistoryRequests     *prometheus.CounterVec // reads of the history stream, by kind and result
 	PollerErrors        prometheus.Counter     // epoll failures the poller survived (pkg/session)
+
+	// Hostile-input limits (docs/security.md).
+	TCPConnections prometheus.Gauge       // open TCP connections on listen, of any kind
+	TCPRefused     *prometheus.CounterVec // connections closed at accept, by reason
+	AcceptErrors   prometheus.Counter     // accept failures (too many open files)
+	HostsRefused   prometheus.Counter     // requests refused for their Host header
 }
 
 // New creates the metrics and registers them on reg.
@@ -101,7 +107,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "roomcast_history_requests_total", Help: "Requests to the JetStream history stream, by kind (latest: a cold room's snapshot; range: a batched read for a resume or a repair) and result (ok, error)."}, []string{"kind", "result"}),
 		PollerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_poller_errors_total", Help: "Failures of the epoll reader (epoll_wait errors other than EINTR, a second read of one connection refused); each is logged and the poller goes on."}),
+		TCPConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_tcp_connections", Help: "Open TCP connections on listen: WebSocket, Socket.IO, HTTP keep-alive and handshakes in progress."}),
+		TCPRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_tcp_refused_total", Help: "TCP connections closed at accept, before any request was read, by reason (max_tcp_connections, max_tcp_connections_per_ip)."}, []string{"reason"}),
+		AcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_accept_errors_total", Help: "Failed accepts on listen (e.g. too many open files)."}),
+		HostsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_hosts_refused_total", Help: "Requests refused with 403 because their Host is not one the gateway serves (allowed_hosts)."}),
 	}
+	reg.MustRegister(m.TCPConnections, m.TCPRefused, m.AcceptErrors, m.HostsRefused)
 	for _, src := range []string{"memory", "stream"} {
 		m.Replayed.WithLabelValues(src)
 	}
@@ -210,6 +225,9 @@ func (m *Metrics) initLabels() {
 	}
 	for _, r := range refusedReasons {
 		m.ConnectionsRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{"max_tcp_connections", "max_tcp_connections_per_ip"} {
+		m.TCPRefused.WithLabelValues(r)
 	}
 }
 

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"crypto/tls"
 	"net"
 	"sync"
 	"time"
@@ -70,8 +69,13 @@ const tooSlowGrace = 250 * time.Millisecond
 // now, and keeps every later write (the close frame, a ping) short.
 func (s *Session) cutWrites() {
 	nc := s.nc
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
+	// Unwrap TLS and the gateway's counting wrapper (both have NetConn).
+	for range 4 {
+		w, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = w.NetConn()
 	}
 	now := time.Now()
 	if lc, ok := nc.(*limitConn); ok {

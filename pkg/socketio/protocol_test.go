@@ -236,7 +236,7 @@ func TestLimits(t *testing.T) {
 	g, _, _ := startGateway(t, func(c *config.Config) {
 		c.Limits.CommandsPerSecond, c.Limits.CommandBurst = 0.001, 2
 		c.SocketIO.MaxPayload = 1024
-		c.HandshakeTimeout = 300 * time.Millisecond // the connect timeout
+		c.SocketIO.ConnectTimeout = 300 * time.Millisecond
 	}, nil)
 
 	t.Run("rate", func(t *testing.T) {
@@ -244,19 +244,32 @@ func TestLimits(t *testing.T) {
 		c.send(`21["join","sales"]`)
 		c.send(`22["join","sales"]`)
 		c.send(`23["join","sales"]`)
-		// Acks of joins come through the hub's queue, refusals directly:
-		// their relative order is not kept.
+		// The CONNECT took one of the two in the budget. Acks of joins
+		// come through the hub's queue, refusals directly: their relative
+		// order is not kept.
 		var got []string
-		for range 4 {
+		for range 5 {
 			got = append(got, c.nextOther())
 		}
-		for _, want := range []string{`31[{"ok":true}]`, `32[{"ok":true}]`, `2["error",{"code":"rate_limited"`, `33[{"ok":false,"error":{"code":"rate_limited"`} {
+		for _, want := range []string{`31[{"ok":true}]`, `2["error",{"code":"rate_limited"`, `32[{"ok":false,"error":{"code":"rate_limited"`, `33[{"ok":false,"error":{"code":"rate_limited"`} {
 			if !containsPacket(got, want) {
 				t.Fatalf("got %q, want %q among them", got, want)
 			}
 		}
-		for range 3 { // past command_burst refused in a row: closed
+		for range 2 { // past command_burst refused in a row: closed
 			c.send(`2["join","sales"]`)
+		}
+		if code := c.closed(); code != websocket.ClosePolicyViolation {
+			t.Fatalf("close code %d", code)
+		}
+	})
+	t.Run("CONNECT flood", func(t *testing.T) {
+		// CONNECTs share the budget (each may cost a token check): the
+		// first took one, one more gets CONNECT_ERROR, then past
+		// command_burst in a row the session is closed.
+		c := connect(t, g, "")
+		for range 4 {
+			c.send(`0`)
 		}
 		if code := c.closed(); code != websocket.ClosePolicyViolation {
 			t.Fatalf("close code %d", code)

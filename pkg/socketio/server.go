@@ -50,6 +50,13 @@ type Grant interface {
 // CONNECT_ERROR carrying its text; a nil Grant allows every room.
 type Authorize func(r *http.Request, auth json.RawMessage) (Grant, error)
 
+// Promoter is a session's Slot that a successful CONNECT must promote
+// (from a pool of unauthenticated sessions to a connection slot, say); an
+// error refuses the CONNECT with its text.
+type Promoter interface {
+	Promote() error
+}
+
 // Config tunes a Server. See config.yaml (socketio and limits) for what
 // each value protects.
 type Config struct {
@@ -59,9 +66,9 @@ type Config struct {
 	WriteTimeout     time.Duration
 	MaxPayload       int
 	MaxSessionsPerIP int
-	ClientIP         func(*http.Request) string                       // see engineio.Config
-	Admit            func(*http.Request) (release func(), status int) // see engineio.Config
-	FrameGap         time.Duration                                    // see engineio.Config; conformance mode only
+	ClientIP         func(*http.Request) string               // see engineio.Config
+	Admit            func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
+	FrameGap         time.Duration                            // see engineio.Config; conformance mode only
 	MaxRooms         int
 	CommandRate      float64 // sustained events per second per session
 	CommandBurst     int

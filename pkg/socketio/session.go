@@ -174,6 +174,13 @@ func (ss *session) knownNamespace(nsp string) bool {
 }
 
 func (ss *session) connect(p packet) {
+	// CONNECTs share the event budget: each may cost a token check, and
+	// one POST can carry a thousand.
+	if !ss.allow() {
+		ss.srv.metrics.ClientErrors.WithLabelValues(protocol.CodeRateLimited).Inc()
+		ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), []byte(`{"message":"too many packets; slow down","data":{"code":"rate_limited"}}`))
+		return
+	}
 	if !ss.knownNamespace(p.Nsp) {
 		ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), []byte(`{"message":"Invalid namespace"}`))
 		return
@@ -190,6 +197,18 @@ func (ss *session) connect(p packet) {
 			}{err.Error(), map[string]string{"code": protocol.CodeUnauthorized}})
 			ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), msg)
 			return
+		}
+		if pr, ok := ss.conn.Slot().(Promoter); ok {
+			if err := pr.Promote(); err != nil {
+				msg, _ := json.Marshal(struct {
+					Message string `json:"message"`
+					Data    any    `json:"data"`
+				}{err.Error(), map[string]string{"code": "unavailable"}})
+				// Still pending: connect_timeout closes it unless a
+				// retried CONNECT finds room.
+				ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), msg)
+				return
+			}
 		}
 	}
 	ss.nsps[p.Nsp] = grant
@@ -247,16 +266,10 @@ func (ss *session) ack(nsp string, id int64, att [][]byte, args ...json.RawMessa
 
 func (ss *session) event(p packet, att [][]byte) {
 	name, args := eventArgs(p.Data)
-	if !ss.limiter.Allow() {
-		ss.rejected++
-		if ss.rejected > ss.srv.cfg.CommandBurst {
-			ss.conn.Close(1008, "event flood")
-			return
-		}
+	if !ss.allow() {
 		ss.fail(p, protocol.CodeRateLimited, "too many events; slow down", "")
 		return
 	}
-	ss.rejected = 0
 	switch {
 	case name == "join" && p.Nsp == "/":
 		ss.join(p, args)
@@ -273,6 +286,21 @@ func (ss *session) event(p packet, att [][]byte) {
 			ss.fail(p, protocol.CodeBadOp, "unknown event; expected join or leave", "")
 		}
 	}
+}
+
+// allow takes one from the session's command budget (events and
+// CONNECTs). Refused more than command_burst times in a row, the session
+// is closed with 1008.
+func (ss *session) allow() bool {
+	if ss.limiter.Allow() {
+		ss.rejected = 0
+		return true
+	}
+	ss.rejected++
+	if ss.rejected > ss.srv.cfg.CommandBurst {
+		ss.conn.Close(1008, "event flood")
+	}
+	return false
 }
 
 // roomArg reads the room of join and leave: {room: "sales", since: 41}, or

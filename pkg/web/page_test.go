@@ -29,9 +29,9 @@ import (
 
 // produce runs the demo rooms, faster, against the NATS at url until the
 // test ends.
-func produce(t *testing.T, url string, every time.Duration) {
+func produce(t *testing.T, url string, every time.Duration, opts ...nats.Option) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(-1))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,9 @@ func TestPageWithToken(t *testing.T) {
 	cfg.Auth.Mode = "jwt"
 	cfg.Auth.JWT.Secret = "page-test-secret-0123456789abcdef"
 	g := roomtest.StartGateway(t, cfg)
-	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
+	// With auth on, the embedded NATS takes only the gateway's producers.
+	pc := g.ProducerCredentials()
+	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond, nats.UserInfo(pc.User, pc.Password), nats.CustomInboxPrefix(pc.InboxPrefix))
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"exp": time.Now().Add(time.Hour).Unix(), "rooms": []string{"sales"},
 	}).SignedString([]byte(cfg.Auth.JWT.Secret))
