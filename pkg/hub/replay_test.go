@@ -222,7 +222,7 @@ func TestResumeDuringLive(t *testing.T) {
 	for seq := uint64(1); seq <= 50; seq++ {
 		src.deliver(hist.add("sales", seq, fmt.Sprintf(`{"n":%d}`, seq)))
 	}
-	watch := startReader(smallBox())
+	watch := startReader(newBox()) // a queue that never conflates at this pace
 	defer watch.close()
 	if err := h.Join(watch.box, JoinRequest{Room: "sales"}); err != nil {
 		t.Fatal(err)
