@@ -266,3 +266,43 @@ func TestHistoryOnJoin(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotIsLatestValid: payloads the gateway refuses after a valid
+// one never become a snapshot, whether the viewer is alone (a cold room:
+// the snapshot is read from the stream, stepping back over the refused
+// ones) or joins a room someone already watches.
+func TestSnapshotIsLatestValid(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	for _, alone := range []bool{true, false} {
+		room := fmt.Sprintf("valid-%v", alone)
+		received := metric(t, g, "roomcast_updates_received_total")
+		if !alone {
+			roomtest.Dial(t, g).Join(room)
+			roomtest.WaitSubscriptions(t, ns, "roomcast.live."+room, 1)
+		}
+		good := publish(t, nc, room, `{"n":1}`)
+		publish(t, nc, room, `[1,2,3]`)
+		publish(t, nc, room, `not json`)
+		publish(t, nc, room, `"a string"`)
+		if !alone {
+			// The watcher's gateway has processed all four.
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				if n := metric(t, g, "roomcast_updates_received_total") - received; n < 4 {
+					return fmt.Errorf("%v updates received", n)
+				}
+				return nil
+			})
+		}
+		c := roomtest.Dial(t, g)
+		c.Join(room)
+		if m := c.Expect("update"); m.Seq != good {
+			t.Fatalf("alone=%v: snapshot seq %d, want %d (the last valid one)", alone, m.Seq, good)
+		}
+		next := publish(t, nc, room, `{"n":2}`)
+		if m := c.Expect("update"); m.Seq != next || m.Prev == nil || *m.Prev != good {
+			t.Fatalf("alone=%v: next update %+v, want seq %d prev %d", alone, m, next, good)
+		}
+	}
+}
