@@ -142,6 +142,7 @@ type Outbox struct {
 	overflow bool
 	closed   bool
 	feeds    []Feed // asked in order; the first one feeds until it is done
+	woken    bool   // Wake was called since the last Take: a feed has something
 }
 
 // New returns an empty outbox. onOverflow, if not nil, is called once, on
@@ -238,8 +239,24 @@ func (o *Outbox) AddFeed(f Feed) {
 }
 
 // Wake signals the taker as a push would, without a message: a feed that
-// waited for something has it now.
-func (o *Outbox) Wake() { o.signal() }
+// waited for something has it now. Until the next Take, Busy reports it,
+// so a taker about to stop cannot miss it.
+func (o *Outbox) Wake() {
+	o.mu.Lock()
+	o.woken = true
+	o.mu.Unlock()
+	o.signal()
+}
+
+// Busy reports whether the taker has work: queued messages, or a feed
+// woken since the last Take. A taker that stops when its Take came back
+// empty checks Busy after it has let pushers start another taker, so that
+// a push or a wake in between is not lost.
+func (o *Outbox) Busy() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.queue) > 0 || o.woken
+}
 
 // page is how many messages a feed may add at once: half the conflation
 // threshold, so that a page never pushes the queue into conflation.
@@ -277,6 +294,9 @@ func (o *Outbox) Ready() <-chan struct{} { return o.wake }
 // whether the outbox has overflowed. Passing the previous batch back, with
 // its elements cleared, lets two slices alternate without allocating.
 func (o *Outbox) Take(dst []Message) (batch []Message, overflowed bool) {
+	o.mu.Lock()
+	o.woken = false // what woke a feed is looked at now, by refill
+	o.mu.Unlock()
 	o.refill()
 	o.mu.Lock()
 	batch = o.queue

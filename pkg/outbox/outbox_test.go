@@ -227,3 +227,35 @@ func BenchmarkPushConflating(b *testing.B) {
 		}
 	}
 }
+
+// waitingFeed has nothing until it is given something, as a replay that
+// waits for its room does.
+type waitingFeed struct{ have []Message }
+
+func (f *waitingFeed) Next(o *Outbox, max int) bool {
+	for len(f.have) > 0 && max > 0 {
+		o.Push(f.have[0])
+		f.have, max = f.have[1:], max-1
+	}
+	return false
+}
+
+// TestWakeIsNotLost: a taker that found nothing and is about to stop sees
+// a Wake that came after its Take (Busy), so a waiting feed's news is not
+// lost; the next Take clears it.
+func TestWakeIsNotLost(t *testing.T) {
+	o := NewNotify(Limits{ConflateAfter: 4, MaxMessages: 8, MaxBytes: 1 << 10}, nil, func() {})
+	f := &waitingFeed{}
+	o.AddFeed(f)
+	if batch, _ := o.Take(nil); len(batch) != 0 || o.Busy() {
+		t.Fatalf("took %d, busy %v: want nothing", len(batch), o.Busy())
+	}
+	f.have = []Message{{Frame: []byte("u1"), Room: "r", Update: true, Replay: true}}
+	o.Wake() // between the taker's empty Take and its decision to stop
+	if !o.Busy() {
+		t.Fatal("a wake after an empty Take is not visible to the taker")
+	}
+	if batch, _ := o.Take(nil); len(batch) != 1 || o.Busy() {
+		t.Fatalf("took %d, busy %v: want the feed's message and no more work", len(batch), o.Busy())
+	}
+}

@@ -51,9 +51,10 @@ func (s *Session) writeLoop() {
 		}
 		if len(batch) == 0 {
 			s.writing.Store(false)
-			// A push between Take and Store found the flag set and did not
-			// start a writer; take over its work.
-			if n, _ := s.box.Len(); (n > 0 || s.isClosing()) && s.writing.CompareAndSwap(false, true) {
+			// A push (or a replay's wake, outbox.Wake) between Take and
+			// Store found the flag set and did not start a writer; take
+			// over its work.
+			if (s.box.Busy() || s.isClosing()) && s.writing.CompareAndSwap(false, true) {
 				continue
 			}
 			return
