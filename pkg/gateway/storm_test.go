@@ -145,7 +145,8 @@ func TestReconnectStorm(t *testing.T) {
 		for i, c := range movers {
 			r := c.Result()
 			if r.Gateway != 1 || len(r.Back) == 0 {
-				return fmt.Errorf("mover %d not back on B yet", i)
+				return fmt.Errorf("mover %d not back on B yet: on gateway %d, %d outages, %d back, %d updates, last %v",
+					i, r.Gateway, len(r.Lost), len(r.Back), r.Updates, r.Last)
 			}
 			back := r.Lost[len(r.Lost)-1].Add(r.Back[len(r.Back)-1])
 			if back.After(allBack) {

@@ -234,6 +234,7 @@ func (o *Outbox) AddFeed(f Feed) {
 		return
 	}
 	o.feeds = append(o.feeds, f)
+	o.woken = true // news for a taker about to stop, as a Wake is
 	o.mu.Unlock()
 	o.signal()
 }

@@ -241,12 +241,15 @@ func (f *waitingFeed) Next(o *Outbox, max int) bool {
 }
 
 // TestWakeIsNotLost: a taker that found nothing and is about to stop sees
-// a Wake that came after its Take (Busy), so a waiting feed's news is not
-// lost; the next Take clears it.
+// a feed added or woken after its Take (Busy), so neither is lost; the
+// next Take clears it.
 func TestWakeIsNotLost(t *testing.T) {
 	o := NewNotify(Limits{ConflateAfter: 4, MaxMessages: 8, MaxBytes: 1 << 10}, nil, func() {})
 	f := &waitingFeed{}
 	o.AddFeed(f)
+	if !o.Busy() {
+		t.Fatal("a feed added after the taker's last Take is not visible to it")
+	}
 	if batch, _ := o.Take(nil); len(batch) != 0 || o.Busy() {
 		t.Fatalf("took %d, busy %v: want nothing", len(batch), o.Busy())
 	}
