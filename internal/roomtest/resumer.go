@@ -33,6 +33,7 @@ type Resumer struct {
 	conn      *websocket.Conn
 	connected int       // index of the gateway of conn
 	latency   []Latency // per update with a "ts": publish to receive
+	replies   []string  // ops other than update (joined, error:code), in order
 
 	stop chan struct{}
 	done chan struct{}
@@ -116,6 +117,16 @@ func (r *Resumer) read(conn *websocket.Conn) {
 			if !ok {
 				var m Msg
 				if json.Unmarshal(line, &m) != nil || m.Op != "update" {
+					if m.Op != "" {
+						r.mu.Lock()
+						r.replies = append(r.replies, m.Op+":"+m.Code)
+						r.mu.Unlock()
+					}
+					if m.Op == "error" && m.Code == "history_unavailable" && m.Room != "" {
+						// As roomcast.js does: join without since (the
+						// update after it will show as a gap).
+						_ = conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"op":"join","room":%q}`, m.Room))
+					}
 					continue
 				}
 				u = update{room: m.Room, seq: m.Seq, missed: m.Missed, hasPrev: m.Prev != nil}
@@ -243,6 +254,8 @@ type Result struct {
 	Gateway int // index of the gateway connected to last
 	// Latency of each update that carried a "ts".
 	Latency []Latency
+	// Replies are the messages other than updates (joined, error:code).
+	Replies []string
 }
 
 // Result returns what the client has seen so far.
@@ -255,5 +268,5 @@ func (r *Resumer) Result() Result {
 	}
 	return Result{Updates: r.updates, Gaps: append([]string(nil), r.gaps...), Dups: r.dups, Last: last,
 		Back: append([]time.Duration(nil), r.back...), Lost: append([]time.Time(nil), r.lost...), Gateway: r.connected,
-		Latency: append([]Latency(nil), r.latency...)}
+		Latency: append([]Latency(nil), r.latency...), Replies: append([]string(nil), r.replies...)}
 }

@@ -145,8 +145,8 @@ func TestReconnectStorm(t *testing.T) {
 		for i, c := range movers {
 			r := c.Result()
 			if r.Gateway != 1 || len(r.Back) == 0 {
-				return fmt.Errorf("mover %d not back on B yet: on gateway %d, %d outages, %d back, %d updates, last %v",
-					i, r.Gateway, len(r.Lost), len(r.Back), r.Updates, r.Last)
+				return fmt.Errorf("mover %d not back on B yet: on gateway %d, %d outages, %d back, %d updates, last %v, replies %v; B has %d clients in the room",
+					i, r.Gateway, len(r.Lost), len(r.Back), r.Updates, r.Last, r.Replies, b.Hub().Members(stormRoom))
 			}
 			back := r.Lost[len(r.Lost)-1].Add(r.Back[len(r.Back)-1])
 			if back.After(allBack) {

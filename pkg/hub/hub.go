@@ -232,6 +232,13 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		joined = true
 		return nil
 	}
+	if req.Since > r.lastSeen && r.lastSeen > 0 && req.Since-r.lastSeen < resetGap {
+		// This gateway's subscription is a little behind the one the
+		// client came from: wait for it (with no lock held) rather than
+		// ask the stream, as every client of a drained gateway would at
+		// once.
+		r.waitForLocked(req.Since, time.Now().Add(h.opts.FetchTimeout))
+	}
 	pending, ok := r.replayLocked(req.Since)
 	if ok {
 		// From memory: one hold of the room's lock.
@@ -883,7 +890,7 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, at time.T
 	e, ok := h.entryFor(&r.scratch, r.name, seq, prev, false, payload, at)
 	if !ok {
 		r.mu.Lock()
-		r.lastSeen = max(r.lastSeen, seq)
+		r.advanceLocked(max(r.lastSeen, seq))
 		r.mu.Unlock()
 		return
 	}
@@ -892,7 +899,8 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, at time.T
 	conflated, n := 0, 0
 	r.mu.Lock()
 	if seq != 0 {
-		r.lastSeen, r.lastValid = seq, seq
+		r.advanceLocked(seq)
+		r.lastValid = seq
 	}
 	r.ring.push(e)
 	if fanOut {

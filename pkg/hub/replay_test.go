@@ -254,12 +254,20 @@ func TestResumeDuringLive(t *testing.T) {
 
 // TestResumeAtLaggingGateway: a client that has seq 8 from another gateway
 // resumes at one that has seen only up to 5; it must get nothing it has:
-// 9 and on, once each, as the lagging subscription catches up.
+// 9 and on, once each. The join waits for the lagging subscription (which
+// catches up meanwhile: no stream read), or, when it does not within
+// FetchTimeout, reads on from the stream.
 func TestResumeAtLaggingGateway(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		memory int
-	}{{"ring", 100}, {"stream", 1}} {
+		name      string
+		memory    int
+		catchUp   bool // the late updates arrive while the join waits
+		wantReads int64
+	}{
+		{"subscription catches up", 100, true, 0},
+		{"subscription catches up, ring too small: the stream", 1, true, 1},
+		{"subscription stays behind: the stream", 100, false, 1},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hist := newMemHistory(100)
 			src := &manualSource{}
@@ -279,14 +287,28 @@ func TestResumeAtLaggingGateway(t *testing.T) {
 			}
 			c := startReader(smallBox())
 			defer c.close()
-			if err := h.Join(c.box, JoinRequest{Room: "sales", Since: 8, HasSince: true}); err != nil {
+			before := hist.requests.Load()
+			joined := make(chan error, 1)
+			go func() { joined <- h.Join(c.box, JoinRequest{Room: "sales", Since: 8, HasSince: true}) }()
+			if tc.catchUp {
+				time.Sleep(50 * time.Millisecond) // the join is waiting
+				for _, d := range late {
+					src.deliver(d)
+				}
+			}
+			if err := <-joined; err != nil {
 				t.Fatal(err)
 			}
-			for _, d := range late {
-				src.deliver(d)
+			if !tc.catchUp {
+				for _, d := range late {
+					src.deliver(d)
+				}
 			}
 			src.deliver(hist.add("sales", 11, `{"n":11}`))
 			c.waitFor(t, seqRange(9, 11))
+			if reads := hist.requests.Load() - before; reads != tc.wantReads {
+				t.Errorf("%d stream reads, want %d", reads, tc.wantReads)
+			}
 		})
 	}
 }

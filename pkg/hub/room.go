@@ -34,6 +34,43 @@ type room struct {
 	ring      ring   // recent valid updates, oldest first
 	lastSeen  uint64 // seq of the newest update processed, valid or not (written under deliverMu and mu)
 	lastValid uint64 // seq of the newest update forwarded
+	moved     chan struct{} // closed (and replaced) when lastSeen moves; nil until asked for
+}
+
+// movedLocked returns a channel closed when the room's lastSeen next moves.
+func (r *room) movedLocked() <-chan struct{} {
+	if r.moved == nil {
+		r.moved = make(chan struct{})
+	}
+	return r.moved
+}
+
+// waitForLocked waits, with r.mu released meanwhile, until the room has
+// seen seq or the deadline passes. r.mu is held on entry and on return.
+func (r *room) waitForLocked(seq uint64, deadline time.Time) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for r.lastSeen < seq {
+		moved := r.movedLocked()
+		r.mu.Unlock()
+		select {
+		case <-moved:
+			r.mu.Lock()
+		case <-t.C:
+			r.mu.Lock()
+			return
+		}
+	}
+}
+
+// advanceLocked records a processed update's seq and wakes those waiting
+// for the room to move.
+func (r *room) advanceLocked(seq uint64) {
+	r.lastSeen = seq
+	if r.moved != nil {
+		close(r.moved)
+		r.moved = nil
+	}
 }
 
 func newRoom(name string, memory, memoryBytes int) *room {
