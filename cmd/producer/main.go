@@ -245,7 +245,7 @@ func serveMetrics(addr string, p *producer.Publisher, log *slog.Logger) (stop fu
 // publishStdin announces the room (with its config.yaml entry if it has
 // one) and publishes standard input line by line.
 func publishStdin(ctx context.Context, p *producer.Publisher, cfg config.Config, room string, stdin io.Reader, stderr io.Writer, log *slog.Logger) error {
-	entry := catalog.Entry{Room: room, Title: room}
+	entry := catalog.Entry{Room: room, Title: catalog.Plain(room)}
 	for _, r := range cfg.Producer.Rooms {
 		if r.Room == room {
 			entry = r.Entry()

@@ -81,7 +81,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	})
 	actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 	defer acancel()
-	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, 1, catalog.Entry{Room: "sales", Title: "Sales"}); err != nil {
+	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, 1, catalog.Entry{Room: "sales", Title: catalog.Plain("Sales")}); err != nil {
 		t.Fatal(err)
 	}
 	roomtest.Eventually(t, 5*time.Second, func() error {

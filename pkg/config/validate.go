@@ -217,16 +217,16 @@ func (c *Config) Validate() error {
 
 // Entry is the room's catalogue entry.
 func (r ProducerRoom) Entry() catalog.Entry {
-	e := catalog.Entry{Room: r.Room, Title: r.Title, IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
-	if e.Title == "" {
-		e.Title = r.Room
+	e := catalog.Entry{Room: r.Room, Title: catalog.Plain(r.Title), IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
+	if r.Title == "" {
+		e.Title = catalog.Plain(r.Room)
 	}
 	for _, m := range r.Metrics {
 		label := m.Label
 		if label == "" {
 			label = m.Key
 		}
-		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: label, Unit: m.Unit})
+		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: catalog.Plain(label), Unit: catalog.Plain(m.Unit)})
 	}
 	return e
 }

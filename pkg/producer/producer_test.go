@@ -211,7 +211,7 @@ func TestAnnounce(t *testing.T) {
 	p, _, nc := newPublisher(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e := catalog.Entry{Room: "sales_cn", Title: "销售", Metrics: []catalog.Metric{{Key: "sales", Label: "销售额", Unit: "元"}}}
+	e := catalog.Entry{Room: "sales_cn", Title: catalog.Plain("销售"), Metrics: []catalog.Metric{{Key: "sales", Label: catalog.Plain("销售额"), Unit: catalog.Plain("元")}}}
 	if err := p.Announce(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +231,10 @@ func TestAnnounce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if parsed, err := catalog.Parse("sales_cn", got.Value()); err != nil || parsed.Metrics[0].Label != "销售额" {
+	if parsed, err := catalog.Parse("sales_cn", got.Value()); err != nil || parsed.Metrics[0].Label.String() != "销售额" {
 		t.Fatalf("stored entry %s: %v", got.Value(), err)
 	}
-	if err := p.Announce(ctx, catalog.Entry{Room: "bad.room", Title: "x"}); err == nil {
+	if err := p.Announce(ctx, catalog.Entry{Room: "bad.room", Title: catalog.Plain("x")}); err == nil {
 		t.Fatal("invalid entry announced")
 	}
 }

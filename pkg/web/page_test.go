@@ -158,8 +158,8 @@ func TestPageNewRoomAppears(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := p.Announce(ctx, catalog.Entry{Room: "sales_cn", Title: "华东销售", IntervalMS: 200,
-		Metrics: []catalog.Metric{{Key: "sales", Label: "销售额", Unit: "元"}}}); err != nil {
+	if err := p.Announce(ctx, catalog.Entry{Room: "sales_cn", Title: catalog.Plain("华东销售"), IntervalMS: 200,
+		Metrics: []catalog.Metric{{Key: "sales", Label: catalog.Plain("销售额"), Unit: catalog.Plain("元")}}}); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
