@@ -248,7 +248,7 @@ func publishStdin(ctx context.Context, p *producer.Publisher, cfg config.Config,
 	entry := catalog.Entry{Room: room, Title: catalog.Plain(room)}
 	for _, r := range cfg.Producer.Rooms {
 		if r.Room == room {
-			entry = r.Entry()
+			entry = producer.RoomEntry(r)
 		}
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -202,11 +202,21 @@ type Producer struct {
 
 // ProducerRoom is one generated room.
 type ProducerRoom struct {
-	Room     string           `mapstructure:"room"`
-	Title    string           `mapstructure:"title"`
-	Interval time.Duration    `mapstructure:"interval"`
-	Metrics  []ProducerMetric `mapstructure:"metrics"`
+	Room     string        `mapstructure:"room"`
+	Title    string        `mapstructure:"title"`
+	Interval time.Duration `mapstructure:"interval"`
+	// Generator, when set, generates the whole room (GeneratorSalesDay,
+	// GeneratorVisitorsDay) and Metrics stays empty.
+	Generator string           `mapstructure:"generator"`
+	Metrics   []ProducerMetric `mapstructure:"metrics"`
 }
+
+// Room generators: simulations of a shop's day (pkg/producer), for the
+// demo and the sample deployments.
+const (
+	GeneratorSalesDay    = "sales_day"
+	GeneratorVisitorsDay = "visitors_day"
+)
 
 // ProducerMetric is one generated metric.
 type ProducerMetric struct {
@@ -284,23 +294,12 @@ func Default() Config {
 	}
 }
 
-// DemoRooms are the sample rooms of the original dashboard: sales every 2 s
-// and visitors every 3 s.
+// DemoRooms are the sample rooms: a simulated shop's sales day (orders,
+// totals, rankings, channel mix, the latest orders) every second and its
+// visitors every 2 s.
 func DemoRooms() []ProducerRoom {
 	return []ProducerRoom{
-		{
-			Room: "sales", Title: "Sales", Interval: 2 * time.Second,
-			Metrics: []ProducerMetric{
-				{Key: "sales", Label: "Sales", Unit: "CNY", Generator: "uniform", Min: 1000, Max: 5000},
-				{Key: "orders", Label: "Orders", Generator: "uniform", Min: 50, Max: 200},
-			},
-		},
-		{
-			Room: "visitors", Title: "Visitors", Interval: 3 * time.Second,
-			Metrics: []ProducerMetric{
-				{Key: "visitors", Label: "Visitors", Generator: "uniform", Min: 100, Max: 1000},
-				{Key: "active_users", Label: "Active users", Generator: "uniform", Min: 50, Max: 300},
-			},
-		},
+		{Room: "sales", Interval: time.Second, Generator: GeneratorSalesDay},
+		{Room: "visitors", Interval: 2 * time.Second, Generator: GeneratorVisitorsDay},
 	}
 }

@@ -162,7 +162,14 @@ func (c *Config) Validate() error {
 		if r.Interval < 10*time.Millisecond {
 			bad(key+".interval", "must be at least 10ms, got %v", r.Interval)
 		}
-		if len(r.Metrics) == 0 {
+		switch {
+		case r.Generator == GeneratorSalesDay || r.Generator == GeneratorVisitorsDay:
+			if len(r.Metrics) > 0 {
+				bad(key+".metrics", "a room with generator %s makes its own metrics; remove metrics", r.Generator)
+			}
+		case r.Generator != "":
+			bad(key+".generator", "must be %s or %s (or unset, with metrics), got %q", GeneratorSalesDay, GeneratorVisitorsDay, r.Generator)
+		case len(r.Metrics) == 0:
 			bad(key+".metrics", "a room needs at least one metric")
 		}
 		keys := map[string]bool{}
