@@ -69,7 +69,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	t.Parallel()
 	ns := roomtest.StartNATSWith(t, &server.Options{})
 	nc := roomtest.Connect(t, ns)
-	s := catalog.NewStore(catalog.DefaultBucket, 1, roomtest.Logger(t))
+	s := catalog.NewStore(catalog.DefaultBucket, 1, 0, roomtest.Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nc) }()

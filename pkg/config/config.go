@@ -6,6 +6,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/roomcast/roomcast/pkg/broker"
@@ -47,6 +48,7 @@ type Config struct {
 	Compression Compression `mapstructure:"compression"`
 	Log         Log         `mapstructure:"log"`
 	Producer    Producer    `mapstructure:"producer"`
+	Dashboard   Dashboard   `mapstructure:"dashboard"`
 	SocketIO    SocketIO    `mapstructure:"socketio"`
 }
 
@@ -66,11 +68,15 @@ type SocketIO struct {
 // NATS configures the NATS connection.
 type NATS struct {
 	// URL is a comma-separated server list; empty runs an embedded server.
-	URL           string   `mapstructure:"url"`
-	Name          string   `mapstructure:"name"`
-	SubjectPrefix string   `mapstructure:"subject_prefix"`
-	CatalogBucket string   `mapstructure:"catalog_bucket"`
-	Embedded      Embedded `mapstructure:"embedded"`
+	URL           string `mapstructure:"url"`
+	Name          string `mapstructure:"name"`
+	SubjectPrefix string `mapstructure:"subject_prefix"`
+	CatalogBucket string `mapstructure:"catalog_bucket"`
+	// CatalogExpireAfter drops a room from the catalogue when its entry
+	// has not been announced again for this long; 0 keeps it until it is
+	// deleted.
+	CatalogExpireAfter time.Duration `mapstructure:"catalog_expire_after"`
+	Embedded           Embedded      `mapstructure:"embedded"`
 
 	// Credentials: at most one of user+password, token, nkey_seed_file
 	// and creds_file.
@@ -194,6 +200,62 @@ type Log struct {
 	Format string `mapstructure:"format"` // text or json
 }
 
+// Dashboard configures the bundled dashboard page.
+type Dashboard struct {
+	// Title replaces "roomcast" in the page's header: a string, or a map
+	// by language ({zh: 销售大屏, en: Sales wall}).
+	Title any `mapstructure:"title"`
+	// Screens are named screens, shown at /?screen=<name>.
+	Screens []Screen `mapstructure:"screens"`
+}
+
+// Screen is a named screen of dashboard.screens; see catalog.Screen.
+type Screen struct {
+	Name    string                `mapstructure:"name"`
+	Title   any                   `mapstructure:"title"` // string or map by language
+	Columns int                   `mapstructure:"columns"`
+	Panels  []catalog.ScreenPanel `mapstructure:"panels"`
+}
+
+// TitleText returns the dashboard title as a catalogue text.
+func (d Dashboard) TitleText() catalog.Text {
+	t, _ := textOf(d.Title)
+	return t
+}
+
+// CatalogScreens returns the configured screens as the catalogue shapes
+// them. The configuration must have been validated.
+func (d Dashboard) CatalogScreens() []catalog.Screen {
+	out := make([]catalog.Screen, 0, len(d.Screens))
+	for _, s := range d.Screens {
+		t, _ := textOf(s.Title)
+		out = append(out, catalog.Screen{Name: s.Name, Title: t, Columns: s.Columns, Panels: s.Panels})
+	}
+	return out
+}
+
+// textOf turns a string, or a map of language to string, from the config
+// file into a catalogue text.
+func textOf(v any) (catalog.Text, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return catalog.Plain(v), nil
+	case map[string]any:
+		t := catalog.Text{}
+		for k, s := range v {
+			str, ok := s.(string)
+			if !ok {
+				return nil, fmt.Errorf("the text for %q is not a string", k)
+			}
+			t[k] = str
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("must be a string or a map by language, got %T", v)
+}
+
 // Producer configures cmd/producer and the gateway's --demo producers.
 type Producer struct {
 	AnnounceInterval time.Duration  `mapstructure:"announce_interval"`
@@ -248,8 +310,11 @@ func Default() Config {
 			Name:          "roomcast",
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
 			CatalogBucket: catalog.DefaultBucket,
-			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
-			InboxPrefix:   "_INBOX",
+			// Ten announce intervals: a producer that stopped is gone
+			// from the screens within minutes, one restarting is not.
+			CatalogExpireAfter: 5 * time.Minute,
+			Embedded:           Embedded{Listen: "127.0.0.1:4222"},
+			InboxPrefix:        "_INBOX",
 		},
 		History: History{
 			Enabled:    true,
@@ -285,6 +350,7 @@ func Default() Config {
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},
 		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+		Dashboard:   Dashboard{Title: "", Screens: []Screen{}},
 		SocketIO: SocketIO{
 			Enabled:      true,
 			PingInterval: 25 * time.Second,

@@ -147,6 +147,34 @@ func (c *Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 
+	if c.NATS.CatalogExpireAfter < 0 {
+		bad("nats.catalog_expire_after", "must be 0 (never) or a positive duration, got %v", c.NATS.CatalogExpireAfter)
+	} else if c.NATS.CatalogExpireAfter > 0 && c.NATS.CatalogExpireAfter < 2*c.Producer.AnnounceInterval {
+		bad("nats.catalog_expire_after", "%v is less than two producer.announce_interval (%v): live rooms would flicker out", c.NATS.CatalogExpireAfter, c.Producer.AnnounceInterval)
+	}
+	if t, err := textOf(c.Dashboard.Title); err != nil {
+		bad("dashboard.title", "%v", err)
+	} else if e := (catalog.Entry{Room: "x", Title: t}); len(t) > 0 {
+		if err := e.Validate(); err != nil {
+			bad("dashboard.title", "%v", err)
+		}
+	}
+	screens := map[string]bool{}
+	for i, s := range c.Dashboard.Screens {
+		key := fmt.Sprintf("dashboard.screens[%d]", i)
+		t, err := textOf(s.Title)
+		if err != nil {
+			bad(key+".title", "%v", err)
+			continue
+		}
+		sc := catalog.Screen{Name: s.Name, Title: t, Columns: s.Columns, Panels: s.Panels}
+		if err := sc.Validate(); err != nil {
+			bad(key, "%v", err)
+		} else if screens[s.Name] {
+			bad(key+".name", "screen %q is defined twice", s.Name)
+		}
+		screens[s.Name] = true
+	}
 	if c.Producer.AnnounceInterval <= 0 {
 		bad("producer.announce_interval", "must be a positive duration, got %v", c.Producer.AnnounceInterval)
 	}
