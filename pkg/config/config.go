@@ -360,6 +360,12 @@ func Default() Config {
 	}
 }
 
+// DemoTitle is the dashboard title of `gateway --demo` when
+// dashboard.title is not set.
+func DemoTitle() map[string]any {
+	return map[string]any{"zh": "实时销售大屏", "en": "Live sales"}
+}
+
 // DemoRooms are the sample rooms: a simulated shop's sales day (orders,
 // totals, rankings, channel mix, the latest orders) every second and its
 // visitors every 2 s.

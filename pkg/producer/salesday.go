@@ -19,11 +19,11 @@ import (
 // starts mid-day starts from the totals the day would have reached by
 // then, so that a fresh demo does not show a shop that opened a second ago.
 
-// activity is the shop's relative activity at hour h (0–24): about 1 at
-// the evening peak.
+// activity is the shop's relative activity at hour h (0–24): 0.3 at
+// night (an online shop never sleeps), about 1.3 at the evening peak.
 func activity(h float64) float64 {
 	g := func(mu, sd, a float64) float64 { d := (h - mu) / sd; return a * math.Exp(-d*d/2) }
-	return 0.1 + g(10.5, 1.3, 0.7) + g(15, 1.8, 0.6) + g(20.8, 1.4, 1.0)
+	return 0.3 + g(10.5, 1.3, 0.7) + g(15, 1.8, 0.6) + g(20.8, 1.4, 1.0)
 }
 
 // activitySince integrates activity from midnight to the time of day of
@@ -74,7 +74,7 @@ var (
 	}
 	channels = []part{
 		{key: "app", zh: "App", en: "App", weight: 0.46},
-		{key: "mini", zh: "小程序", en: "Mini program", weight: 0.24},
+		{key: "mini", zh: "小程序", en: "Mini app", weight: 0.24},
 		{key: "web", zh: "网站", en: "Website", weight: 0.18},
 		{key: "store", zh: "门店", en: "Stores", weight: 0.12},
 	}
@@ -163,11 +163,11 @@ func (s *salesDay) Entry() catalog.Entry {
 				Target:  &catalog.Target{Value: ptr(SalesTarget()), Label: catalog.Text{"zh": "目标", "en": "Target"}, Style: "gauge"},
 				Compare: []catalog.Compare{{Key: "sales_lw", Label: catalog.Text{"zh": "同比上周", "en": "vs last week"}}},
 				Size:    &catalog.Size{W: 2, H: 1}}),
-			{Key: "orders", Label: catalog.Text{"zh": "订单数", "en": "Orders"}, Unit: catalog.Text{"zh": "单"}, Panel: catalog.PanelTotal,
+			{Key: "orders", Label: catalog.Text{"zh": "订单数", "en": "Orders"}, Unit: catalog.Text{"zh": "单", "en": ""}, Panel: catalog.PanelTotal,
 				Format: catalog.FormatPlain, Decimals: ptr(0),
 				Compare: []catalog.Compare{{Key: "orders_yd", Label: catalog.Text{"zh": "环比昨日", "en": "vs yesterday"}}}},
 			money(catalog.Metric{Key: "per_minute", Label: catalog.Text{"zh": "每分钟销售额", "en": "Sales per minute"}, Panel: catalog.PanelLine,
-				Decimals: ptr(1), Size: &catalog.Size{W: 2, H: 1}}),
+				Decimals: ptr(1)}),
 			money(catalog.Metric{Key: "products", Label: catalog.Text{"zh": "热销商品", "en": "Top products"}, Panel: catalog.PanelRanking,
 				Top: 5, Decimals: ptr(1), Names: names(products), Size: &catalog.Size{W: 1, H: 2}}),
 			money(catalog.Metric{Key: "regions", Label: catalog.Text{"zh": "地区排行", "en": "Top regions"}, Panel: catalog.PanelRanking,
@@ -281,7 +281,7 @@ func (v *visitorsDay) Entry() catalog.Entry {
 		Title:      catalog.Text{"zh": "访客", "en": "Visitors"},
 		IntervalMS: v.room.Interval.Milliseconds(),
 		Metrics: []catalog.Metric{
-			{Key: "online", Label: catalog.Text{"zh": "在线访客", "en": "Online now"}, Unit: catalog.Text{"zh": "人"}, Panel: catalog.PanelLine,
+			{Key: "online", Label: catalog.Text{"zh": "在线访客", "en": "Online now"}, Unit: catalog.Text{"zh": "人", "en": ""}, Panel: catalog.PanelLine,
 				Format: catalog.FormatPlain, Decimals: ptr(0), Size: &catalog.Size{W: 2, H: 1}},
 			{Key: "uv", Label: catalog.Text{"zh": "今日访客", "en": "Visitors today"}, Panel: catalog.PanelTotal, Format: catalog.FormatCompact, Decimals: ptr(1),
 				Compare: []catalog.Compare{{Key: "uv_yd", Label: catalog.Text{"zh": "环比昨日", "en": "vs yesterday"}}}},
