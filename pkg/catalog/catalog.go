@@ -132,6 +132,20 @@ func Parse(room string, data []byte) (Entry, error) {
 	if e.Metrics == nil {
 		e.Metrics = []Metric{}
 	}
+	// Empty lists and maps are the same as none, and are encoded as none:
+	// one shape per meaning, so that an entry survives a round trip.
+	for i := range e.Metrics {
+		m := &e.Metrics[i]
+		if len(m.Compare) == 0 {
+			m.Compare = nil
+		}
+		if len(m.Thresholds) == 0 {
+			m.Thresholds = nil
+		}
+		if len(m.Names) == 0 {
+			m.Names = nil
+		}
+	}
 	if err := e.Validate(); err != nil {
 		return Entry{}, err
 	}

@@ -109,6 +109,9 @@ func (t *Text) UnmarshalJSON(data []byte) error {
 		if _, ok := m[""]; ok {
 			return errors.New(`a text by language has an empty language tag; use a plain string for "any language"`)
 		}
+		if len(m) == 0 {
+			m = nil // as the empty string: no text
+		}
 		*t = m
 		return nil
 	}

@@ -427,9 +427,13 @@ class ShareCard extends Card {
       const rest = entries.slice(MAX_PARTS - 1).reduce((s, [, x]) => s + x, 0);
       entries = [...entries.slice(0, MAX_PARTS - 1), ['\u0000other', rest]];
     }
-    const seen = new Set();
+    const seen = new Set(entries.map(([name]) => name));
+    // A producer that keeps inventing part names must not grow the legend
+    // for ever: past twice the most shown, parts not in this update go.
+    if (this.parts.size >= 2 * MAX_PARTS && entries.some(([name]) => !this.parts.has(name))) {
+      for (const [name, p] of this.parts) if (!seen.has(name)) { p.root.remove(); this.parts.delete(name); }
+    }
     for (const [name, x] of entries) {
-      seen.add(name);
       let p = this.parts.get(name);
       if (!p) {
         const nm = slot(el('span', 'nm')), pc = slot(el('span', 'pc'));
