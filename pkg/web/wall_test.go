@@ -322,3 +322,39 @@ func TestPage4K(t *testing.T) {
 	b.Screenshot(t, artifact(t, "demo-zh-3840x2160.png"))
 	noConsoleErrors(t, b)
 }
+
+// TestPageHistoryLandsInPlace: updates that arrive in a burst with their
+// producer times (the history a join asks for) are drawn where they
+// belong on the chart, not all at the moment they arrived: those older
+// than the window fall off, the rest fill it.
+func TestPageHistoryLandsInPlace(t *testing.T) {
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	nc := roomtest.Connect(t, g.Embedded())
+	p, err := producer.New(nc, producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Announce(ctx, catalog.Entry{Room: "hist", Title: catalog.Plain("History"), IntervalMS: 1000,
+		Metrics: []catalog.Metric{{Key: "v", Label: catalog.Plain("Value"), Panel: catalog.PanelLine}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := roomtest.StartBrowser(t, 1920, 1080)
+	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/?rooms=hist&window=300&lang=en")))
+	b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'live' && `+card("hist", "v"))
+	time.Sleep(500 * time.Millisecond) // the join has been answered
+	now := time.Now()
+	for i := range 30 {
+		age := 400 - 10*time.Duration(i) // 400 s ago … 110 s ago, 10 s apart
+		if err := p.Publish("hist", map[string]any{"v": i, "ts": now.Add(-age * time.Second).UnixMilli()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 400 s … 310 s ago: outside the 300 s window; 300 s … 110 s ago: 20
+	// points, less the oldest as the test's seconds pass. Drawn at their
+	// arrival they would all be in.
+	b.WaitJS(t, 20*time.Second, `document.querySelector('.panel[data-room="hist"] .value').textContent === '29'`)
+	b.WaitJS(t, 10*time.Second, `(n => n >= 18 && n <= 20)(Number(`+card("hist", "v")+`.querySelector('canvas.chart').dataset.points))`)
+	noConsoleErrors(t, b)
+}

@@ -206,7 +206,7 @@ function saveRooms() {
 // screen has no login form); a cookie set by your own login works too.
 const token = params.get('token') || undefined;
 const client = new Roomcast.Client({url: 'ws', token});
-window.roomcastDashboard = {client}; // for tests and the browser console
+window.roomcastDashboard = {client, panels}; // for tests and the browser console
 
 function joinRoom(room) {
   if (ASK_HISTORY) client.join(room, {history: historyWindow});
