@@ -1,6 +1,11 @@
 // Package catalog is the room catalogue: what each room is called and which
 // metrics it carries (key, label, unit), announced by producers and listed
 // by gateways at /api/rooms so that dashboards can build their cards.
+// Titles, labels and units are Texts, one string or one per language; a
+// metric may say how it is drawn (panel kind, format, target, comparisons,
+// thresholds, size: panel.go). The bucket also keeps named dashboard
+// screens (screen.go), and a gateway forgets rooms that are not announced
+// again (NewStore's expireAfter).
 //
 // The catalogue lives in a JetStream key-value bucket (default
 // "roomcast_catalog"), one key per room, the value an Entry as JSON. A
