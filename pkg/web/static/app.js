@@ -396,7 +396,7 @@ function applyCatalog(p) {
   p.extras = p.cards.size - known.size;
   p.order = [...known, ...[...p.cards.keys()].filter((k) => !known.has(k))].map((k) => p.cards.get(k));
   let line = 0;
-  for (const c of p.order) if (c.setColor) c.setColor(PALETTE[line++ % PALETTE.length]);
+  for (const c of p.order) if (c.chart) c.setColor(PALETTE[line++ % PALETTE.length]);
   arrange(p.grid, p.order.map((c) => c.root));
   tickPanel(p, performance.now());
   layoutSoon();

@@ -229,7 +229,9 @@ class NumberCard extends Card {
     if (this.showTrend && isNum(this.prev)) trend = v > this.prev ? 'up' : v < this.prev ? 'down' : 'same';
     this.prev = v;
     setText(this.trend, trend === 'up' ? '▲' : trend === 'down' ? '▼' : trend ? '=' : '');
-    setData(this.root, 'trend', trend || (this.showTrend ? '' : 'none'));
+    // data-trend present (even empty) means "has a value": see style.css.
+    const dt = this.showTrend ? trend : 'none';
+    if (this.root.dataset.trend !== dt) this.root.dataset.trend = dt;
     const tn = tone(v, m.thresholds);
     setData(this.root, 'tone', tn ? 'on' : '');
     setVar(this.root, '--tone', tn);
