@@ -175,7 +175,7 @@ func (s *salesDay) Entry() catalog.Entry {
 			money(catalog.Metric{Key: "channels", Label: catalog.Text{"zh": "渠道占比", "en": "Channel mix"}, Panel: catalog.PanelShare,
 				Decimals: ptr(1), Names: names(channels), Size: &catalog.Size{W: 1, H: 2}}),
 			money(catalog.Metric{Key: "latest", Label: catalog.Text{"zh": "最新订单", "en": "Latest orders"}, Panel: catalog.PanelList,
-				Top: 8, Decimals: ptr(0), Names: names(products, regions), Size: &catalog.Size{W: 1, H: 2}}),
+				Top: 8, Names: names(products, regions), Size: &catalog.Size{W: 1, H: 2}}),
 		},
 	}
 }
