@@ -10,8 +10,8 @@
 // out or gives anything but one JSON object publishes nothing, is counted
 // (in the status line and, with --metrics-listen, as
 // roomcast_producer_poll_failures_total) and logged at most once a minute.
-// A room without an entry in config.yaml is announced with the numeric
-// keys of its first object as metrics.
+// A room without an entry in config.yaml (also with --stdin) is announced
+// with the numeric keys of its first object as metrics.
 //
 // While generating it logs a status line (published and failed updates)
 // every --status-interval, and with --metrics-listen it serves the same
@@ -23,6 +23,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -286,9 +288,21 @@ func serveMetrics(addr string, p *producer.Publisher, pl *producer.Poller, log *
 }
 
 // publishStdin announces the room (with its config.yaml entry if it has
-// one) and publishes standard input line by line.
+// one, else with the numeric keys of the first line) and publishes
+// standard input line by line.
 func publishStdin(ctx context.Context, p *producer.Publisher, cfg config.Config, room string, stdin io.Reader, stderr io.Writer, log *slog.Logger) error {
-	entry, _ := roomEntry(cfg, room)
+	entry, described := roomEntry(cfg, room)
+	if !described {
+		// Announce the numeric keys of the first line as metrics, so that
+		// the room does not appear with none; the line is still published.
+		br := bufio.NewReaderSize(stdin, 64<<10)
+		first, _ := br.ReadSlice('\n')
+		first = bytes.Clone(first)
+		for _, k := range numericKeys(bytes.TrimSpace(first)) {
+			entry.Metrics = append(entry.Metrics, catalog.Metric{Key: k, Label: catalog.Plain(k)})
+		}
+		stdin = io.MultiReader(bytes.NewReader(first), br)
+	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if err := p.Announce(actx, entry); err != nil {
 		log.Warn("announce failed; publishing anyway", "room", room, "err", err)

@@ -59,6 +59,18 @@ func TestStdin(t *testing.T) {
 			t.Errorf("published %s, want …%s", m.Data, want)
 		}
 	}
+	// The room was announced with the first line's numeric keys.
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue("roomcast_catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get("orders"); err != nil || !strings.Contains(string(e.Value()), `"metrics":[{"key":"open","label":"open"}]`) {
+		t.Errorf("catalogue entry of orders: %v %v", e, err)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
