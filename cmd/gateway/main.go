@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "config file (default: $ROOMCAST_CONFIG, else ./config.yaml if present)")
-	demo := fs.Bool("demo", false, "also run the sample producers (rooms sales and visitors) in this process")
+	demo := fs.Bool("demo", false, "also run the sample producers (a simulated shop's rooms sales and visitors) in this process, titled \"Live sales\" unless dashboard.title is set")
 	fs.String("listen", "", "HTTP address, overrides listen")
 	fs.String("nats-url", "", "NATS server list, overrides nats.url; empty runs an embedded server")
 	fs.String("log-level", "", "debug, info, warn or error; overrides log.level")
@@ -72,6 +72,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *healthcheck {
 		return checkHealth(cfg.Listen, cfg.TLS.CertFile != "")
+	}
+	if *demo && len(cfg.Dashboard.TitleText()) == 0 {
+		cfg.Dashboard.Title = config.DemoTitle() // the demo is a sales screen
 	}
 	log := cfg.Log.NewLogger(stderr)
 	if *cpuProfile != "" {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +59,18 @@ func TestStdin(t *testing.T) {
 			t.Errorf("published %s, want …%s", m.Data, want)
 		}
 	}
+	// The room was announced with the first line's numeric keys.
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue("roomcast_catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get("orders"); err != nil || !strings.Contains(string(e.Value()), `"metrics":[{"key":"open","label":"open"}]`) {
+		t.Errorf("catalogue entry of orders: %v %v", e, err)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -66,11 +80,14 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--stdin"}, "--room"},
-		{[]string{"--room", "x"}, "--stdin"},
+		{[]string{"--room", "x"}, "--stdin, --poll or --exec"},
 		{[]string{"--stdin", "--room", "a.b", "--nats-url", "nats://127.0.0.1:1"}, "room"},
 		{[]string{"extra"}, "unexpected argument"},
 		{[]string{"--rooms", "orders"}, `"orders" is not in producer.rooms`},
 		{[]string{"--stdin", "--room", "x", "--rooms", "sales"}, "--rooms"},
+		{[]string{"--poll", "http://127.0.0.1:1/"}, "--room"},
+		{[]string{"--poll", "http://x/", "--exec", "true", "--room", "x"}, "one of"},
+		{[]string{"--exec", "true", "--room", "x", "--every", "0s"}, "--every"},
 	} {
 		p := roomtest.StartCommandWithInput(t, "{}\n", tt.args, "ROOMCAST_CONFIG=../../config.yaml")
 		_ = p.Cmd.Wait()
@@ -162,5 +179,82 @@ func TestSelectRooms(t *testing.T) {
 		if err != nil || strings.Join(names, ",") != tt.want {
 			t.Errorf("%q: %v, %v; want %s", tt.list, names, err, tt.want)
 		}
+	}
+}
+
+// TestPollAndExec runs `producer --poll` against an HTTP endpoint that
+// alternates good and bad answers and `producer --exec` on a command
+// that fails every other run: only the good objects are published, the
+// failures are counted and logged, and a room config.yaml does not know
+// is announced with the keys of its first object.
+func TestPollAndExec(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 0 {
+			_, _ = w.Write([]byte("<html>oops</html>"))
+			return
+		}
+		_, _ = w.Write([]byte(`{"queue": 12, "name": "a"}`))
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	script := `n=$(cat ` + dir + `/n 2>/dev/null || echo 0); echo $((n+1)) > ` + dir + `/n; ` +
+		`if [ $((n % 2)) = 1 ]; then echo boom >&2; exit 1; fi; echo '{"rows": 3}'`
+	for _, tt := range []struct {
+		name, room, want, key string
+		args                  []string
+	}{
+		{"poll", "queue", `"queue":12,"name":"a"}`, "queue", []string{"--poll", srv.URL}},
+		{"exec", "rows", `"rows":3}`, "rows", []string{"--exec", script}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ns := roomtest.StartNATS(t)
+			nc := roomtest.Connect(t, ns)
+			sub, err := nc.SubscribeSync("roomcast.room.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			args := append(tt.args, "--room", tt.room, "--every", "50ms", "--timeout", "2s", "--status-interval", "100ms", "--nats-url", ns.ClientURL())
+			p := roomtest.StartCommand(t, args, "ROOMCAST_CONFIG=../../config.yaml")
+			for range 4 {
+				m, err := sub.NextMsg(5 * time.Second)
+				if err != nil {
+					t.Fatalf("%v; output:\n%s", err, p.Output())
+				}
+				if m.Subject != "roomcast.room."+tt.room || !strings.HasSuffix(string(m.Data), tt.want) {
+					t.Fatalf("published %s on %s, want …%s", m.Data, m.Subject, tt.want)
+				}
+			}
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				out := p.Output()
+				if !strings.Contains(out, "poll failed; nothing published") || !regexp.MustCompile(`failed_total=[1-9]`).MatchString(out) {
+					return fmt.Errorf("no failure logged and counted:\n%s", out)
+				}
+				return nil
+			})
+			js, err := nc.JetStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				kv, err := js.KeyValue("roomcast_catalog")
+				if err != nil {
+					return err
+				}
+				e, err := kv.Get(tt.room)
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(string(e.Value()), `"metrics":[{"key":"`+tt.key+`"`) {
+					return fmt.Errorf("entry %s", e.Value())
+				}
+				return nil
+			})
+		})
 	}
 }

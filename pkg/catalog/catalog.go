@@ -1,6 +1,11 @@
 // Package catalog is the room catalogue: what each room is called and which
 // metrics it carries (key, label, unit), announced by producers and listed
 // by gateways at /api/rooms so that dashboards can build their cards.
+// Titles, labels and units are Texts, one string or one per language; a
+// metric may say how it is drawn (panel kind, format, target, comparisons,
+// thresholds, size: panel.go). The bucket also keeps named dashboard
+// screens (screen.go), and a gateway forgets rooms that are not announced
+// again (NewStore's expireAfter).
 //
 // The catalogue lives in a JetStream key-value bucket (default
 // "roomcast_catalog"), one key per room, the value an Entry as JSON. A
@@ -28,20 +33,36 @@ const DefaultBucket = "roomcast_catalog"
 const (
 	MaxEntryBytes = 16 << 10
 	MaxMetrics    = 64
-	MaxTextLen    = 128 // title, label, unit and key, in characters
+	MaxTextLen    = 128 // title, label, unit and key (each language), in characters
 )
 
-// Metric describes one metric of a room.
+// Metric describes one metric of a room and, optionally, how to draw it
+// (docs/client.md, "Panel kinds"). Every drawing field is optional.
 type Metric struct {
 	Key   string `json:"key"`
-	Label string `json:"label"`
-	Unit  string `json:"unit,omitempty"`
+	Label Text   `json:"label"`
+	Unit  Text   `json:"unit,omitempty"`
+
+	Panel    string `json:"panel,omitempty"`    // a Panel… kind; default line
+	Format   string `json:"format,omitempty"`   // a Format… name; default plain
+	Currency string `json:"currency,omitempty"` // for money; default CNY
+	Decimals *int   `json:"decimals,omitempty"` // digits after the point
+
+	Target     *Target     `json:"target,omitempty"`
+	Compare    []Compare   `json:"compare,omitempty"`
+	Thresholds []Threshold `json:"thresholds,omitempty"`
+	// Top is how many rows a ranking or list shows.
+	Top int `json:"top,omitempty"`
+	// Names label the parts of a share or ranking, or the items of a
+	// list, by the name the producer sends ("app" → {"zh":"App","en":"App"}).
+	Names map[string]Text `json:"names,omitempty"`
+	Size  *Size           `json:"size,omitempty"`
 }
 
 // Entry is the catalogue entry of a room.
 type Entry struct {
 	Room    string   `json:"room"`
-	Title   string   `json:"title"`
+	Title   Text     `json:"title"`
 	Metrics []Metric `json:"metrics"`
 	// IntervalMS is how often the room is normally updated, so that a
 	// dashboard can tell a stale room from a slow one. Optional.
@@ -53,7 +74,7 @@ func (e *Entry) Validate() error {
 	if err := protocol.CheckRoom(e.Room); err != nil {
 		return fmt.Errorf("room: %w", err)
 	}
-	if err := checkText("title", e.Title, true); err != nil {
+	if err := e.Title.check("title", true); err != nil {
 		return err
 	}
 	if len(e.Metrics) > MaxMetrics {
@@ -69,10 +90,13 @@ func (e *Entry) Validate() error {
 			return fmt.Errorf("%s.key: duplicate key %q", field, m.Key)
 		}
 		seen[m.Key] = true
-		if err := checkText(field+".label", m.Label, false); err != nil {
+		if err := m.Label.check(field+".label", false); err != nil {
 			return err
 		}
-		if err := checkText(field+".unit", m.Unit, false); err != nil {
+		if err := m.Unit.check(field+".unit", false); err != nil {
+			return err
+		}
+		if err := m.checkPanel(field); err != nil {
 			return err
 		}
 	}
@@ -112,6 +136,20 @@ func Parse(room string, data []byte) (Entry, error) {
 	}
 	if e.Metrics == nil {
 		e.Metrics = []Metric{}
+	}
+	// Empty lists and maps are the same as none, and are encoded as none:
+	// one shape per meaning, so that an entry survives a round trip.
+	for i := range e.Metrics {
+		m := &e.Metrics[i]
+		if len(m.Compare) == 0 {
+			m.Compare = nil
+		}
+		if len(m.Thresholds) == 0 {
+			m.Thresholds = nil
+		}
+		if len(m.Names) == 0 {
+			m.Names = nil
+		}
 	}
 	if err := e.Validate(); err != nil {
 		return Entry{}, err

@@ -2,7 +2,9 @@ package catalog_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +51,8 @@ func TestParse(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("sales", []byte(`{"title":"Sales","metrics":[{"key":"a","label":"销售额","unit":"元"}]}`))
 	f.Add("x", []byte(`{"room":"y"}`))
+	f.Add("e", []byte(`{"title":"x","metrics":[{"key":"a","label":{},"compare":[],"thresholds":[],"names":{},"size":{}}]}`))
+	f.Add("s", []byte(`{"title":{"zh":"销售","en":"Sales"},"metrics":[{"key":"a","label":{"zh":"额"},"panel":"number","format":"money","target":{"value":1,"style":"gauge"},"compare":[{"key":"b"}],"thresholds":[{"above":1,"color":"good"}],"names":{"x":{"en":"X"}},"size":{"w":2}}]}`))
 	f.Fuzz(func(t *testing.T, room string, data []byte) {
 		e, err := catalog.Parse(room, data)
 		if err != nil {
@@ -60,6 +64,18 @@ func FuzzParse(f *testing.F) {
 		if err := e.Validate(); err != nil {
 			t.Fatalf("parsed entry does not validate: %v", err)
 		}
+		// What a gateway serves parses back to the same entry.
+		out, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := catalog.Parse(room, out)
+		if err != nil {
+			t.Fatalf("re-parse %s: %v", out, err)
+		}
+		if !reflect.DeepEqual(e, again) {
+			t.Fatalf("round trip changed %+v into %+v", e, again)
+		}
 	})
 }
 
@@ -69,7 +85,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	t.Parallel()
 	ns := roomtest.StartNATSWith(t, &server.Options{})
 	nc := roomtest.Connect(t, ns)
-	s := catalog.NewStore(catalog.DefaultBucket, 1, roomtest.Logger(t))
+	s := catalog.NewStore(catalog.DefaultBucket, 1, 0, roomtest.Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, nc) }()
@@ -81,7 +97,7 @@ func TestStoreWithoutJetStream(t *testing.T) {
 	})
 	actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 	defer acancel()
-	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, 1, catalog.Entry{Room: "sales", Title: "Sales"}); err != nil {
+	if err := catalog.Announce(actx, nc, catalog.DefaultBucket, 1, catalog.Entry{Room: "sales", Title: catalog.Plain("Sales")}); err != nil {
 		t.Fatal(err)
 	}
 	roomtest.Eventually(t, 5*time.Second, func() error {

@@ -19,14 +19,20 @@ import (
 
 // Store is a gateway's view of the catalogue, kept current by Run.
 type Store struct {
-	bucket   string
-	replicas int // for a bucket Run has to create
-	log      *slog.Logger
+	bucket      string
+	replicas    int           // for a bucket Run has to create
+	expireAfter time.Duration // 0: entries never expire
+	now         func() time.Time
+	log         *slog.Logger
 
 	mu      sync.Mutex
 	entries map[string]Entry
-	version uint64 // changes whenever entries change
-	synced  bool   // the bucket's stored entries have all been read
+	// announced is when each entry was last put: a room whose producer
+	// stopped re-announcing it is dropped expireAfter later.
+	announced map[string]time.Time
+	screens   map[string]Screen
+	version   uint64 // changes whenever entries or screens change
+	synced    bool   // the bucket's stored entries have all been read
 }
 
 // Synced reports whether the store has read every stored entry (or, with
@@ -46,16 +52,24 @@ func (s *Store) setSynced(v bool) {
 // NewStore returns an empty store for bucket.
 //
 // replicas is used if the bucket has to be created (history.replicas).
-func NewStore(bucket string, replicas int, log *slog.Logger) *Store {
-	return &Store{bucket: bucket, replicas: replicas, log: log, entries: make(map[string]Entry)}
+// An entry not announced again within expireAfter (counted from its last
+// put in the bucket, so also across gateway restarts) is no longer
+// listed; 0 keeps entries until they are deleted.
+func NewStore(bucket string, replicas int, expireAfter time.Duration, log *slog.Logger) *Store {
+	return &Store{bucket: bucket, replicas: replicas, expireAfter: expireAfter, now: time.Now, log: log,
+		entries: make(map[string]Entry), announced: make(map[string]time.Time), screens: make(map[string]Screen)}
 }
 
 // List returns the entries sorted by room, and a version that changes
 // whenever the list does. The version is local to this store: use a hash
 // of the list where it must agree across gateways (an ETag).
+//
+// Expired entries are dropped here, when someone looks, rather than by a
+// timer: nothing else needs to know the moment a room dies.
 func (s *Store) List() ([]Entry, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.expireLocked()
 	out := make([]Entry, 0, len(s.entries))
 	for _, e := range s.entries {
 		out = append(out, e)
@@ -64,10 +78,47 @@ func (s *Store) List() ([]Entry, uint64) {
 	return out, s.version
 }
 
-func (s *Store) put(room string, data []byte) {
+// Screens returns the screens stored in the bucket, sorted by name.
+func (s *Store) Screens() []Screen {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Screen, 0, len(s.screens))
+	for _, sc := range s.screens {
+		out = append(out, sc)
+	}
+	slices.SortFunc(out, func(a, b Screen) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (s *Store) expireLocked() {
+	if s.expireAfter <= 0 {
+		return
+	}
+	cutoff := s.now().Add(-s.expireAfter)
+	for room, at := range s.announced {
+		if at.Before(cutoff) {
+			delete(s.entries, room)
+			delete(s.announced, room)
+			s.version++
+			s.log.Info("room left the catalogue: not announced again", "room", room, "last_announced", at, "expire_after", s.expireAfter)
+		}
+	}
+}
+
+// put stores the value of key, announced at the time at.
+func (s *Store) put(key string, data []byte, at time.Time) {
+	if strings.HasPrefix(key, ScreenKeyPrefix) {
+		s.putScreen(key, data)
+		return
+	}
+	room := key
 	e, err := Parse(room, data)
 	if err != nil {
 		s.log.Warn("ignored catalogue entry", "room", room, "err", err)
+		return
+	}
+	if s.expireAfter > 0 && at.Before(s.now().Add(-s.expireAfter)) {
+		// A stored entry whose producer is gone (read at start-up).
 		return
 	}
 	s.mu.Lock()
@@ -75,16 +126,39 @@ func (s *Store) put(room string, data []byte) {
 		s.entries[room] = e
 		s.version++
 	}
+	s.announced[room] = at
 	s.mu.Unlock()
 }
 
-func (s *Store) remove(room string) {
+func (s *Store) putScreen(key string, data []byte) {
+	sc, err := ParseScreen(key, data)
+	if err != nil {
+		s.log.Warn("ignored catalogue screen", "key", key, "err", err)
+		return
+	}
 	s.mu.Lock()
-	if _, ok := s.entries[room]; ok {
-		delete(s.entries, room)
+	if old, ok := s.screens[sc.Name]; !ok || !reflect.DeepEqual(old, sc) {
+		s.screens[sc.Name] = sc
 		s.version++
 	}
 	s.mu.Unlock()
+}
+
+func (s *Store) remove(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if name, ok := strings.CutPrefix(key, ScreenKeyPrefix); ok {
+		if _, ok := s.screens[name]; ok {
+			delete(s.screens, name)
+			s.version++
+		}
+		return
+	}
+	if _, ok := s.entries[key]; ok {
+		delete(s.entries, key)
+		delete(s.announced, key)
+		s.version++
+	}
 }
 
 var errNoJetStream = errors.New("NATS has no JetStream")
@@ -151,7 +225,7 @@ func (s *Store) watch(ctx context.Context, nc *nats.Conn) error {
 			}
 			switch e.Operation() {
 			case jetstream.KeyValuePut:
-				s.put(e.Key(), e.Value())
+				s.put(e.Key(), e.Value(), e.Created())
 			default:
 				s.remove(e.Key())
 			}
@@ -189,17 +263,24 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, repl
 // ctx ends.
 func (s *Store) follow(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 	prefix := Subject(s.bucket, "")
-	sub, err := nc.Subscribe(prefix+"*", func(m *nats.Msg) {
-		room := strings.TrimPrefix(m.Subject, prefix)
+	handle := func(m *nats.Msg) {
+		key := strings.TrimPrefix(m.Subject, prefix)
 		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			s.remove(room)
+			s.remove(key)
 			return
 		}
-		s.put(room, m.Data)
-	})
+		s.put(key, m.Data, s.now())
+	}
+	sub, err := nc.Subscribe(prefix+"*", handle)
 	if err != nil {
 		return fmt.Errorf("follow catalogue: %w", err)
 	}
+	screens, err := nc.Subscribe(prefix+ScreenKeyPrefix+"*", handle)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("follow catalogue screens: %w", err)
+	}
+	defer func() { _ = screens.Unsubscribe() }()
 	s.setSynced(true)
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -6,6 +6,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/roomcast/roomcast/pkg/broker"
@@ -57,6 +58,7 @@ type Config struct {
 	Compression Compression `mapstructure:"compression"`
 	Log         Log         `mapstructure:"log"`
 	Producer    Producer    `mapstructure:"producer"`
+	Dashboard   Dashboard   `mapstructure:"dashboard"`
 	SocketIO    SocketIO    `mapstructure:"socketio"`
 }
 
@@ -83,11 +85,15 @@ type SocketIO struct {
 // NATS configures the NATS connection.
 type NATS struct {
 	// URL is a comma-separated server list; empty runs an embedded server.
-	URL           string   `mapstructure:"url"`
-	Name          string   `mapstructure:"name"`
-	SubjectPrefix string   `mapstructure:"subject_prefix"`
-	CatalogBucket string   `mapstructure:"catalog_bucket"`
-	Embedded      Embedded `mapstructure:"embedded"`
+	URL           string `mapstructure:"url"`
+	Name          string `mapstructure:"name"`
+	SubjectPrefix string `mapstructure:"subject_prefix"`
+	CatalogBucket string `mapstructure:"catalog_bucket"`
+	// CatalogExpireAfter drops a room from the catalogue when its entry
+	// has not been announced again for this long; 0 keeps it until it is
+	// deleted.
+	CatalogExpireAfter time.Duration `mapstructure:"catalog_expire_after"`
+	Embedded           Embedded      `mapstructure:"embedded"`
 
 	// Credentials: at most one of user+password, token, nkey_seed_file
 	// and creds_file.
@@ -227,6 +233,62 @@ type Log struct {
 	Format string `mapstructure:"format"` // text or json
 }
 
+// Dashboard configures the bundled dashboard page.
+type Dashboard struct {
+	// Title replaces "roomcast" in the page's header: a string, or a map
+	// by language ({zh: 销售大屏, en: Sales wall}).
+	Title any `mapstructure:"title"`
+	// Screens are named screens, shown at /?screen=<name>.
+	Screens []Screen `mapstructure:"screens"`
+}
+
+// Screen is a named screen of dashboard.screens; see catalog.Screen.
+type Screen struct {
+	Name    string                `mapstructure:"name"`
+	Title   any                   `mapstructure:"title"` // string or map by language
+	Columns int                   `mapstructure:"columns"`
+	Panels  []catalog.ScreenPanel `mapstructure:"panels"`
+}
+
+// TitleText returns the dashboard title as a catalogue text.
+func (d Dashboard) TitleText() catalog.Text {
+	t, _ := textOf(d.Title)
+	return t
+}
+
+// CatalogScreens returns the configured screens as the catalogue shapes
+// them. The configuration must have been validated.
+func (d Dashboard) CatalogScreens() []catalog.Screen {
+	out := make([]catalog.Screen, 0, len(d.Screens))
+	for _, s := range d.Screens {
+		t, _ := textOf(s.Title)
+		out = append(out, catalog.Screen{Name: s.Name, Title: t, Columns: s.Columns, Panels: s.Panels})
+	}
+	return out
+}
+
+// textOf turns a string, or a map of language to string, from the config
+// file into a catalogue text.
+func textOf(v any) (catalog.Text, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return catalog.Plain(v), nil
+	case map[string]any:
+		t := catalog.Text{}
+		for k, s := range v {
+			str, ok := s.(string)
+			if !ok {
+				return nil, fmt.Errorf("the text for %q is not a string", k)
+			}
+			t[k] = str
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("must be a string or a map by language, got %T", v)
+}
+
 // Producer configures cmd/producer and the gateway's --demo producers.
 type Producer struct {
 	AnnounceInterval time.Duration  `mapstructure:"announce_interval"`
@@ -235,11 +297,21 @@ type Producer struct {
 
 // ProducerRoom is one generated room.
 type ProducerRoom struct {
-	Room     string           `mapstructure:"room"`
-	Title    string           `mapstructure:"title"`
-	Interval time.Duration    `mapstructure:"interval"`
-	Metrics  []ProducerMetric `mapstructure:"metrics"`
+	Room     string        `mapstructure:"room"`
+	Title    string        `mapstructure:"title"`
+	Interval time.Duration `mapstructure:"interval"`
+	// Generator, when set, generates the whole room (GeneratorSalesDay,
+	// GeneratorVisitorsDay) and Metrics stays empty.
+	Generator string           `mapstructure:"generator"`
+	Metrics   []ProducerMetric `mapstructure:"metrics"`
 }
+
+// Room generators: simulations of a shop's day (pkg/producer), for the
+// demo and the sample deployments.
+const (
+	GeneratorSalesDay    = "sales_day"
+	GeneratorVisitorsDay = "visitors_day"
+)
 
 // ProducerMetric is one generated metric.
 type ProducerMetric struct {
@@ -274,8 +346,11 @@ func Default() Config {
 			Name:          "roomcast",
 			SubjectPrefix: protocol.DefaultSubjectPrefix,
 			CatalogBucket: catalog.DefaultBucket,
-			Embedded:      Embedded{Listen: "127.0.0.1:4222"},
-			InboxPrefix:   "_INBOX",
+			// Ten announce intervals: a producer that stopped is gone
+			// from the screens within minutes, one restarting is not.
+			CatalogExpireAfter: 5 * time.Minute,
+			Embedded:           Embedded{Listen: "127.0.0.1:4222"},
+			InboxPrefix:        "_INBOX",
 		},
 		History: History{
 			Enabled:    true,
@@ -315,6 +390,7 @@ func Default() Config {
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},
 		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},
+		Dashboard:   Dashboard{Title: "", Screens: []Screen{}},
 		SocketIO: SocketIO{
 			Enabled:      true,
 			PingInterval: 25 * time.Second,
@@ -328,23 +404,18 @@ func Default() Config {
 	}
 }
 
-// DemoRooms are the sample rooms of the original dashboard: sales every 2 s
-// and visitors every 3 s.
+// DemoTitle is the dashboard title of `gateway --demo` when
+// dashboard.title is not set.
+func DemoTitle() map[string]any {
+	return map[string]any{"zh": "实时销售大屏", "en": "Live sales"}
+}
+
+// DemoRooms are the sample rooms: a simulated shop's sales day (orders,
+// totals, rankings, channel mix, the latest orders) every second and its
+// visitors every 2 s.
 func DemoRooms() []ProducerRoom {
 	return []ProducerRoom{
-		{
-			Room: "sales", Title: "Sales", Interval: 2 * time.Second,
-			Metrics: []ProducerMetric{
-				{Key: "sales", Label: "Sales", Unit: "CNY", Generator: "uniform", Min: 1000, Max: 5000},
-				{Key: "orders", Label: "Orders", Generator: "uniform", Min: 50, Max: 200},
-			},
-		},
-		{
-			Room: "visitors", Title: "Visitors", Interval: 3 * time.Second,
-			Metrics: []ProducerMetric{
-				{Key: "visitors", Label: "Visitors", Generator: "uniform", Min: 100, Max: 1000},
-				{Key: "active_users", Label: "Active users", Generator: "uniform", Min: 50, Max: 300},
-			},
-		},
+		{Room: "sales", Interval: time.Second, Generator: GeneratorSalesDay},
+		{Room: "visitors", Interval: 2 * time.Second, Generator: GeneratorVisitorsDay},
 	}
 }

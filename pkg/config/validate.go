@@ -169,6 +169,34 @@ func (c *Config) Validate() error {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
 
+	if c.NATS.CatalogExpireAfter < 0 {
+		bad("nats.catalog_expire_after", "must be 0 (never) or a positive duration, got %v", c.NATS.CatalogExpireAfter)
+	} else if c.NATS.CatalogExpireAfter > 0 && c.NATS.CatalogExpireAfter < 2*c.Producer.AnnounceInterval {
+		bad("nats.catalog_expire_after", "%v is less than two producer.announce_interval (%v): live rooms would flicker out", c.NATS.CatalogExpireAfter, c.Producer.AnnounceInterval)
+	}
+	if t, err := textOf(c.Dashboard.Title); err != nil {
+		bad("dashboard.title", "%v", err)
+	} else if e := (catalog.Entry{Room: "x", Title: t}); len(t) > 0 {
+		if err := e.Validate(); err != nil {
+			bad("dashboard.title", "%v", err)
+		}
+	}
+	screens := map[string]bool{}
+	for i, s := range c.Dashboard.Screens {
+		key := fmt.Sprintf("dashboard.screens[%d]", i)
+		t, err := textOf(s.Title)
+		if err != nil {
+			bad(key+".title", "%v", err)
+			continue
+		}
+		sc := catalog.Screen{Name: s.Name, Title: t, Columns: s.Columns, Panels: s.Panels}
+		if err := sc.Validate(); err != nil {
+			bad(key, "%v", err)
+		} else if screens[s.Name] {
+			bad(key+".name", "screen %q is defined twice", s.Name)
+		}
+		screens[s.Name] = true
+	}
 	if c.Producer.AnnounceInterval <= 0 {
 		bad("producer.announce_interval", "must be a positive duration, got %v", c.Producer.AnnounceInterval)
 	}
@@ -184,7 +212,14 @@ func (c *Config) Validate() error {
 		if r.Interval < 10*time.Millisecond {
 			bad(key+".interval", "must be at least 10ms, got %v", r.Interval)
 		}
-		if len(r.Metrics) == 0 {
+		switch {
+		case r.Generator == GeneratorSalesDay || r.Generator == GeneratorVisitorsDay:
+			if len(r.Metrics) > 0 {
+				bad(key+".metrics", "a room with generator %s makes its own metrics; remove metrics", r.Generator)
+			}
+		case r.Generator != "":
+			bad(key+".generator", "must be %s or %s (or unset, with metrics), got %q", GeneratorSalesDay, GeneratorVisitorsDay, r.Generator)
+		case len(r.Metrics) == 0:
 			bad(key+".metrics", "a room needs at least one metric")
 		}
 		keys := map[string]bool{}
@@ -244,16 +279,16 @@ func (c *Config) Validate() error {
 
 // Entry is the room's catalogue entry.
 func (r ProducerRoom) Entry() catalog.Entry {
-	e := catalog.Entry{Room: r.Room, Title: r.Title, IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
-	if e.Title == "" {
-		e.Title = r.Room
+	e := catalog.Entry{Room: r.Room, Title: catalog.Plain(r.Title), IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
+	if r.Title == "" {
+		e.Title = catalog.Plain(r.Room)
 	}
 	for _, m := range r.Metrics {
 		label := m.Label
 		if label == "" {
 			label = m.Key
 		}
-		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: label, Unit: m.Unit})
+		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: catalog.Plain(label), Unit: catalog.Plain(m.Unit)})
 	}
 	return e
 }

@@ -204,7 +204,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.hub = hub.New(rooms, hopts, g.metrics, g.registry, log)
 	g.registerGauges()
-	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, log)
+	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, cfg.NATS.CatalogExpireAfter, log)
 	if cfg.TLS.CertFile == "" {
 		if g.poller, err = session.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)

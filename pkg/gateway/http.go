@@ -209,6 +209,10 @@ func (g *Gateway) untrack(s *session.Session) {
 
 type roomsResponse struct {
 	Rooms []catalog.Entry `json:"rooms"`
+	// The dashboard's title and named screens (dashboard.title,
+	// dashboard.screens, then screens stored in the catalogue bucket).
+	Title   catalog.Text     `json:"title,omitempty"`
+	Screens []catalog.Screen `json:"screens,omitempty"`
 }
 
 // serveRooms lists the catalogue. The ETag is a hash of the body, so it is
@@ -230,7 +234,17 @@ func (g *Gateway) serveRooms(w http.ResponseWriter, r *http.Request) {
 			entries = append(entries, e)
 		}
 	}
-	body, err := json.Marshal(roomsResponse{Rooms: entries})
+	screens := g.cfg.Dashboard.CatalogScreens()
+	configured := make(map[string]bool, len(screens))
+	for _, s := range screens {
+		configured[s.Name] = true
+	}
+	for _, s := range g.catalog.Screens() {
+		if !configured[s.Name] {
+			screens = append(screens, s)
+		}
+	}
+	body, err := json.Marshal(roomsResponse{Rooms: entries, Title: g.cfg.Dashboard.TitleText(), Screens: screens})
 	if err != nil {
 		http.Error(w, "encoding the catalogue failed", http.StatusInternalServerError)
 		return

@@ -61,7 +61,7 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Announce(ctx, catalog.Entry{Room: "sales", Title: "Sales", Metrics: []catalog.Metric{{Key: "sales", Label: "Sales"}}}); err != nil {
+	if err := p.Announce(ctx, catalog.Entry{Room: "sales", Title: catalog.Plain("Sales"), Metrics: []catalog.Metric{{Key: "sales", Label: catalog.Plain("Sales")}}}); err != nil {
 		t.Fatalf("producer announce: %v", err)
 	}
 

@@ -25,11 +25,12 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = p.Announce(ctx, catalog.Entry{
-		Room:  "orders",
-		Title: "Orders",
+		Room: "orders",
+		// A title or label is one string, or one per language.
+		Title: catalog.Text{"en": "Orders", "zh": "订单"},
 		Metrics: []catalog.Metric{
-			{Key: "open", Label: "Open orders"},
-			{Key: "value", Label: "Order value", Unit: "EUR"},
+			{Key: "open", Label: catalog.Plain("Open orders")},
+			{Key: "value", Label: catalog.Plain("Order value"), Unit: catalog.Plain("EUR"), Format: catalog.FormatMoney, Currency: "EUR"},
 		},
 		IntervalMS: 5000,
 	})

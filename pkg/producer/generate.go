@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/config"
 )
 
@@ -81,12 +82,44 @@ func Run(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announc
 	wg.Wait()
 }
 
-func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
-	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+// source is what a generated room announces and publishes.
+type source interface {
+	Entry() catalog.Entry
+	Sample(now time.Time) map[string]any
+}
+
+// metricsSource generates each metric of the room on its own.
+type metricsSource struct {
+	room config.ProducerRoom
+	gens []Generator
+}
+
+func (m *metricsSource) Entry() catalog.Entry                { return m.room.Entry() }
+func (m *metricsSource) Sample(now time.Time) map[string]any { return Sample(m.room, m.gens, now) }
+
+// newSource returns the room's generator: a whole simulated room for a
+// room-level generator, else one generator per metric.
+func newSource(room config.ProducerRoom, rnd *rand.Rand) source {
+	switch room.Generator {
+	case config.GeneratorSalesDay:
+		return newSalesDay(room, rnd)
+	case config.GeneratorVisitorsDay:
+		return &visitorsDay{room: room, rnd: rnd}
+	}
 	gens := make([]Generator, len(room.Metrics))
 	for i, m := range room.Metrics {
 		gens[i] = NewGenerator(m, rnd)
 	}
+	return &metricsSource{room: room, gens: gens}
+}
+
+// RoomEntry returns the catalogue entry a generated room announces.
+func RoomEntry(room config.ProducerRoom) catalog.Entry {
+	return newSource(room, rand.New(rand.NewPCG(1, 2))).Entry()
+}
+
+func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+	src := newSource(room, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	var lastErrLog time.Time
 	report := func(what string, err error) {
 		if err != nil && time.Since(lastErrLog) > time.Minute {
@@ -97,7 +130,7 @@ func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announ
 	announceOnce := func() {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		report("announce", p.Announce(actx, room.Entry()))
+		report("announce", p.Announce(actx, src.Entry()))
 	}
 	announceOnce()
 	publish := time.NewTicker(room.Interval)
@@ -109,7 +142,7 @@ func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announ
 		case <-ctx.Done():
 			return
 		case now := <-publish.C:
-			report("publish", p.Publish(room.Room, Sample(room, gens, now)))
+			report("publish", p.Publish(room.Room, src.Sample(now)))
 		case <-announce.C:
 			announceOnce()
 		}

@@ -3,8 +3,8 @@
 //
 //	nc, _ := nats.Connect("nats://127.0.0.1:4222")
 //	p, _ := producer.New(nc, producer.Options{})
-//	_ = p.Announce(ctx, catalog.Entry{Room: "orders", Title: "Orders",
-//		Metrics: []catalog.Metric{{Key: "open", Label: "Open orders"}}})
+//	_ = p.Announce(ctx, catalog.Entry{Room: "orders", Title: catalog.Plain("Orders"),
+//		Metrics: []catalog.Metric{{Key: "open", Label: catalog.Plain("Open orders")}}})
 //	_ = p.Publish("orders", map[string]any{"open": 12})
 //
 // The package also runs the generated rooms of config.yaml (Run) and pipes

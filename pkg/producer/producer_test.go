@@ -81,6 +81,8 @@ func TestGenerators(t *testing.T) {
 	}
 }
 
+// TestDemoRoomsPublish: the simulated sales day and visitors publish
+// believable, consistent updates that match their catalogue entries.
 func TestDemoRoomsPublish(t *testing.T) {
 	t.Parallel()
 	p, sub, _ := newPublisher(t)
@@ -89,13 +91,20 @@ func TestDemoRoomsPublish(t *testing.T) {
 	for i := range rooms {
 		rooms[i].Interval = 20 * time.Millisecond
 	}
+	for _, r := range rooms {
+		e := producer.RoomEntry(r)
+		if err := e.Validate(); err != nil {
+			t.Fatalf("entry of %s: %v", r.Room, err)
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		producer.Run(ctx, p, rooms, time.Hour, roomtest.Logger(t))
 		close(done)
 	}()
-	seen := map[string]bool{}
-	for len(seen) < 2 {
+	seen := map[string]int{}
+	var lastSales float64
+	for seen["roomcast.room.sales"] < 5 || seen["roomcast.room.visitors"] < 2 {
 		m := next(t, sub)
 		var v map[string]any
 		if err := json.Unmarshal(m.Data, &v); err != nil {
@@ -103,18 +112,32 @@ func TestDemoRoomsPublish(t *testing.T) {
 		}
 		switch m.Subject {
 		case "roomcast.room.sales":
-			if s := v["sales"].(float64); s < 1000 || s > 5000 {
-				t.Fatalf("sales %v", s)
+			s := v["sales"].(float64)
+			if s < lastSales {
+				t.Fatalf("today's sales went down: %v after %v", s, lastSales)
 			}
-			if o := v["orders"].(float64); o < 50 || o > 200 {
-				t.Fatalf("orders %v", o)
+			lastSales = s
+			if len(v["products"].([]any)) != 7 || len(v["regions"].([]any)) != 7 || len(v["channels"].(map[string]any)) != 4 {
+				t.Fatalf("sales update %v", v)
+			}
+			top := v["products"].([]any)
+			if top[0].(map[string]any)["value"].(float64) < top[1].(map[string]any)["value"].(float64) {
+				t.Fatalf("products not ranked: %v", top)
+			}
+			for _, k := range []string{"sales_lw", "orders", "orders_yd", "per_minute"} {
+				if _, ok := v[k].(float64); !ok {
+					t.Fatalf("sales update without %s: %v", k, v)
+				}
+			}
+			if _, ok := v["latest"].([]any); !ok {
+				t.Fatalf("latest %v", v["latest"])
 			}
 		case "roomcast.room.visitors":
-			if n := v["visitors"].(float64); n < 100 || n > 1000 {
-				t.Fatalf("visitors %v", n)
+			if c := v["conversion"].(float64); c <= 0 || c > 0.5 {
+				t.Fatalf("conversion %v", c)
 			}
-			if n := v["active_users"].(float64); n < 50 || n > 300 {
-				t.Fatalf("active_users %v", n)
+			if n := v["online"].(float64); n <= 0 {
+				t.Fatalf("online %v", n)
 			}
 		default:
 			t.Fatalf("subject %s", m.Subject)
@@ -122,7 +145,7 @@ func TestDemoRoomsPublish(t *testing.T) {
 		if v["ts"].(float64) != float64(fixed.UnixMilli()) || len(v["timestamp"].(string)) != 8 {
 			t.Fatalf("ts/timestamp: %v", v)
 		}
-		seen[m.Subject] = true
+		seen[m.Subject]++
 	}
 	cancel()
 	<-done
@@ -211,7 +234,7 @@ func TestAnnounce(t *testing.T) {
 	p, _, nc := newPublisher(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e := catalog.Entry{Room: "sales_cn", Title: "销售", Metrics: []catalog.Metric{{Key: "sales", Label: "销售额", Unit: "元"}}}
+	e := catalog.Entry{Room: "sales_cn", Title: catalog.Plain("销售"), Metrics: []catalog.Metric{{Key: "sales", Label: catalog.Plain("销售额"), Unit: catalog.Plain("元")}}}
 	if err := p.Announce(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +254,10 @@ func TestAnnounce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if parsed, err := catalog.Parse("sales_cn", got.Value()); err != nil || parsed.Metrics[0].Label != "销售额" {
+	if parsed, err := catalog.Parse("sales_cn", got.Value()); err != nil || parsed.Metrics[0].Label.String() != "销售额" {
 		t.Fatalf("stored entry %s: %v", got.Value(), err)
 	}
-	if err := p.Announce(ctx, catalog.Entry{Room: "bad.room", Title: "x"}); err == nil {
+	if err := p.Announce(ctx, catalog.Entry{Room: "bad.room", Title: catalog.Plain("x")}); err == nil {
 		t.Fatal("invalid entry announced")
 	}
 }

@@ -60,7 +60,9 @@ func produce(t *testing.T, url string, every time.Duration, opts ...nats.Option)
 // 200 ms and a browser on its page.
 func startDashboard(t *testing.T, query string) (*gateway.Gateway, *roomtest.Browser) {
 	t.Helper()
-	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	cfg := roomtest.Config(t, "")
+	cfg.Dashboard.Title = config.DemoTitle() // as gateway --demo does
+	g := roomtest.StartGateway(t, cfg)
 	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
 	b := roomtest.StartBrowser(t, 1920, 1080)
 	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/"+query)))
@@ -79,11 +81,12 @@ func TestPageShowsLiveRooms(t *testing.T) {
 	}
 	// The sales number shows and changes.
 	b.WaitJS(t, 20*time.Second, value("sales", "sales")+` && /\d/.test(`+value("sales", "sales")+`)`)
-	first := roomtest.Eval[string](t, b, value("sales", "sales"))
-	b.WaitJS(t, 20*time.Second, value("sales", "sales")+` !== `+fmt.Sprintf("%q", first))
+	// Today's sales move by ¥100K steps; sales per minute moves every update.
+	first := roomtest.Eval[string](t, b, value("sales", "per_minute"))
+	b.WaitJS(t, 20*time.Second, value("sales", "per_minute")+` !== `+fmt.Sprintf("%q", first))
 	// The charts have drawn points.
-	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="sales"] .card[data-key="sales"] canvas.chart').dataset.points) >= 3`)
-	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="visitors"] .card[data-key="visitors"] canvas.chart').dataset.points) >= 3`)
+	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="sales"] .card[data-key="per_minute"] canvas.chart').dataset.points) >= 3`)
+	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="visitors"] .card[data-key="online"] canvas.chart').dataset.points) >= 3`)
 	b.Screenshot(t, filepath.Join(t.ArtifactDir(), "dashboard-1920x1080.png"))
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
@@ -100,7 +103,7 @@ func TestPageToggleFollowsNATS(t *testing.T) {
 	b.Do(t, 10*time.Second, chromedp.Click(chromedp.CSS(`#toggles button[data-room="visitors"]`)))
 	roomtest.WaitSubscriptions(t, ns, live, 1)
 	b.WaitJS(t, 20*time.Second, `document.querySelector('#toggles button[data-room="visitors"]').getAttribute('aria-pressed') === 'true'`)
-	b.WaitJS(t, 20*time.Second, value("visitors", "visitors")+` && /\d/.test(`+value("visitors", "visitors")+`)`)
+	b.WaitJS(t, 20*time.Second, value("visitors", "online")+` && /\d/.test(`+value("visitors", "online")+`)`)
 	b.Do(t, 10*time.Second, chromedp.Click(chromedp.CSS(`#toggles button[data-room="visitors"]`)))
 	roomtest.WaitSubscriptions(t, ns, live, 0)
 	b.WaitJS(t, 20*time.Second, `!document.querySelector('.panel[data-room="visitors"]') || document.querySelector('.panel[data-room="visitors"]').hidden`)
@@ -130,11 +133,11 @@ func TestPageReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'reconnecting'`)
-	before := roomtest.Eval[string](t, b, value("sales", "sales"))
+	before := roomtest.Eval[string](t, b, value("sales", "per_minute"))
 
 	roomtest.StartGateway(t, cfg)
 	b.WaitJS(t, 30*time.Second, `document.querySelector('#conn').dataset.state === 'live'`)
-	b.WaitJS(t, 20*time.Second, value("sales", "sales")+` !== `+fmt.Sprintf("%q", before))
+	b.WaitJS(t, 20*time.Second, value("sales", "per_minute")+` !== `+fmt.Sprintf("%q", before))
 	if roomtest.Eval[int](t, b, `window.__marker || 0`) != 1 {
 		t.Fatal("the page was reloaded")
 	}
@@ -158,8 +161,8 @@ func TestPageNewRoomAppears(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := p.Announce(ctx, catalog.Entry{Room: "sales_cn", Title: "华东销售", IntervalMS: 200,
-		Metrics: []catalog.Metric{{Key: "sales", Label: "销售额", Unit: "元"}}}); err != nil {
+	if err := p.Announce(ctx, catalog.Entry{Room: "sales_cn", Title: catalog.Plain("华东销售"), IntervalMS: 200,
+		Metrics: []catalog.Metric{{Key: "sales", Label: catalog.Plain("销售额"), Unit: catalog.Plain("元")}}}); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})

@@ -113,7 +113,7 @@ export class Chart {
 
   // draw drops points older than the window, updates data-points and
   // paints. o: {now, windowMs, rem (CSS px), font (family), stale,
-  // left, right (x-axis labels), format(value, decimals)}.
+  // left, right (x-axis labels), format(value, decimals, step)}.
   draw(o) {
     this.trim(o.now - o.windowMs);
     if (this.shown !== this.len) this.canvas.dataset.points = String(this.shown = this.len);
@@ -121,7 +121,9 @@ export class Chart {
     if (!w || !h || !this.canvas.width) return;
     ctx.setTransform(this.canvas.width / w, 0, 0, this.canvas.height / h, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const fs = Math.max(10, Math.round(o.rem * 0.7)), top = 2, bottom = h - fs * 1.5;
+    // Never under 16 CSS px at 1080p (0.9rem there), so that it reads from
+    // across the room.
+    const fs = Math.max(16, Math.round(o.rem * 0.9)), top = 2, bottom = h - fs * 1.5;
     ctx.font = `${fs}px ${o.font}`;
     ctx.fillStyle = colors.muted;
     ctx.textBaseline = 'alphabetic';
@@ -207,7 +209,7 @@ export class Chart {
     for (let k = 0; k <= lines; k++) {
       const y = Math.round(Y(lo + k * step)) - 1;
       if (y - fs <= top) continue;
-      const label = o.format(lo + k * step, decimals);
+      const label = o.format(lo + k * step, decimals, step);
       ctx.strokeText(label, 2, y);
       ctx.fillText(label, 2, y);
     }
