@@ -358,3 +358,38 @@ func TestPageHistoryLandsInPlace(t *testing.T) {
 	b.WaitJS(t, 10*time.Second, `(n => n >= 18 && n <= 20)(Number(`+card("hist", "v")+`.querySelector('canvas.chart').dataset.points))`)
 	noConsoleErrors(t, b)
 }
+
+// TestPageHistoryOnLoad: a freshly loaded page fills its chart at once
+// from the history its join asks for (the gateway's memory or the
+// stream), without waiting for new updates.
+func TestPageHistoryOnLoad(t *testing.T) {
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	nc := roomtest.Connect(t, g.Embedded())
+	p, err := producer.New(nc, producer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Announce(ctx, catalog.Entry{Room: "loaded", Title: catalog.Plain("Loaded"), IntervalMS: 10000,
+		Metrics: []catalog.Metric{{Key: "v", Label: catalog.Plain("Value"), Panel: catalog.PanelLine}}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := range 24 {
+		age := 240 - 10*time.Duration(i) // 240 s ago … 10 s ago
+		if err := p.Publish("loaded", map[string]any{"v": i, "ts": now.Add(-age * time.Second).UnixMilli()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b := roomtest.StartBrowser(t, 1920, 1080)
+	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/?rooms=loaded&window=300&lang=en")))
+	// No update is published after the load: every point comes from the
+	// history the join asked for.
+	b.WaitJS(t, 10*time.Second, `(n => n >= 24)(Number((`+card("loaded", "v")+` || document).querySelector('canvas.chart')?.dataset.points))`)
+	b.WaitJS(t, 5*time.Second, `document.querySelector('.panel[data-room="loaded"] .value').textContent === '23'`)
+	noConsoleErrors(t, b)
+}
