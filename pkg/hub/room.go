@@ -31,9 +31,9 @@ type room struct {
 	members   []Member       // live members, dense for a fast fan-out loop
 	index     map[Member]int // position in members
 	catching  map[Member]*catchup
-	ring      ring   // recent valid updates, oldest first
-	lastSeen  uint64 // seq of the newest update processed, valid or not (written under deliverMu and mu)
-	lastValid uint64 // seq of the newest update forwarded
+	ring      ring          // recent valid updates, oldest first
+	lastSeen  uint64        // seq of the newest update processed, valid or not (written under deliverMu and mu)
+	lastValid uint64        // seq of the newest update forwarded
 	moved     chan struct{} // closed (and replaced) when lastSeen moves; nil until asked for
 }
 
