@@ -121,7 +121,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		go func() {
 			defer producers.Done()
 			defer nc.Close()
-			producer.Run(prodCtx, p, cfg.Producer.Rooms, cfg.Producer.AnnounceInterval, log.With("component", "demo-producer"))
+			// Five minutes of made-up past: the dashboard's charts (a
+			// 5-minute window) are full as soon as it opens.
+			producer.RunFrom(prodCtx, p, cfg.Producer.Rooms, cfg.Producer.AnnounceInterval, 5*time.Minute, log.With("component", "demo-producer"))
 		}()
 		log.Info("demo producers running", "rooms", len(cfg.Producer.Rooms))
 	}

@@ -71,12 +71,25 @@ func Sample(room config.ProducerRoom, gens []Generator, now time.Time) map[strin
 // every interval. It starts one goroutine per room and returns when all
 // have ended. Publish errors are logged, at most once per room per minute.
 func Run(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+	RunFrom(ctx, p, rooms, announceEvery, 0, log)
+}
+
+// maxBackfill bounds the samples a room backfills: fewer than the
+// default history.depth (100), so that live updates still fit beside them.
+const maxBackfill = 90
+
+// RunFrom is Run that first publishes the last backfill of each room's
+// generated data, up to maxBackfill samples spread over it, each with the
+// "ts" of the moment it stands for: a demo started a second ago already
+// has a chart's window of history (which a dashboard's join asks for).
+// For generated data only: a real source has no past to make up.
+func RunFrom(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announceEvery, backfill time.Duration, log *slog.Logger) {
 	var wg sync.WaitGroup
 	for _, room := range rooms {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runRoom(ctx, p, room, announceEvery, log.With("room", room.Room))
+			runRoom(ctx, p, room, announceEvery, backfill, log.With("room", room.Room))
 		}()
 	}
 	wg.Wait()
@@ -118,7 +131,7 @@ func RoomEntry(room config.ProducerRoom) catalog.Entry {
 	return newSource(room, rand.New(rand.NewPCG(1, 2))).Entry()
 }
 
-func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery, backfill time.Duration, log *slog.Logger) {
 	src := newSource(room, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	var lastErrLog time.Time
 	report := func(what string, err error) {
@@ -133,6 +146,15 @@ func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announ
 		report("announce", p.Announce(actx, src.Entry()))
 	}
 	announceOnce()
+	if backfill > 0 {
+		step := max(room.Interval, backfill/maxBackfill)
+		now := time.Now()
+		for t := now.Add(-backfill); t.Before(now) && ctx.Err() == nil; t = t.Add(step) {
+			sample := src.Sample(t)
+			sample["ts"] = t.UnixMilli()
+			report("publish", p.Publish(room.Room, sample))
+		}
+	}
 	publish := time.NewTicker(room.Interval)
 	defer publish.Stop()
 	announce := time.NewTicker(announceEvery)

@@ -261,3 +261,42 @@ func TestAnnounce(t *testing.T) {
 		t.Fatal("invalid entry announced")
 	}
 }
+
+// TestBackfill: RunFrom publishes the last minutes of a generated room
+// first, oldest first, each with the ts it stands for, spread over the
+// backfill and bounded in count; then live samples follow.
+func TestBackfill(t *testing.T) {
+	t.Parallel()
+	p, sub, _ := newPublisher(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	rooms := config.DemoRooms()[:1] // sales, every second
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		producer.RunFrom(ctx, p, rooms, time.Hour, 5*time.Minute, roomtest.Logger(t))
+		close(done)
+	}()
+	var ts []float64
+	var sales []float64
+	for len(ts) < 90 {
+		var v map[string]any
+		if err := json.Unmarshal(next(t, sub).Data, &v); err != nil {
+			t.Fatal(err)
+		}
+		ts, sales = append(ts, v["ts"].(float64)), append(sales, v["sales"].(float64))
+	}
+	cancel()
+	<-done
+	first, last := time.UnixMilli(int64(ts[0])), time.UnixMilli(int64(ts[len(ts)-1]))
+	if d := start.Sub(first); d < 4*time.Minute || d > 6*time.Minute {
+		t.Errorf("first backfilled sample %v before the start, want about 5m", d)
+	}
+	if last.After(time.Now()) || start.Sub(last) > 10*time.Second {
+		t.Errorf("last backfilled sample at %v, start %v", last, start)
+	}
+	for i := 1; i < len(ts); i++ {
+		if ts[i] <= ts[i-1] || sales[i] < sales[i-1] {
+			t.Fatalf("sample %d: ts %v after %v, sales %v after %v: not in order", i, ts[i], ts[i-1], sales[i], sales[i-1])
+		}
+	}
+}
