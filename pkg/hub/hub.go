@@ -209,8 +209,11 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		}
 	}()
 	reply := outbox.Message{Frame: protocol.AppendJoined(nil, req.Room, req.ID, req.HasID), Room: req.Room}
+	// The whole join is answered within FetchTimeout, however many reads
+	// of the stream it needs.
+	deadline := time.Now().Add(h.opts.FetchTimeout)
 	if h.opts.History != nil {
-		h.load(r)
+		h.load(r, deadline)
 	}
 
 	r.mu.Lock()
@@ -220,7 +223,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		return nil // the reference taken above is released by the defer
 	}
 	if req.window() && h.opts.History != nil {
-		return h.joinWindow(r, m, req, reply, &joined)
+		return h.joinWindow(r, m, req, reply, deadline, &joined)
 	}
 	if !req.resume() || h.opts.History == nil {
 		m.Push(reply)
@@ -236,8 +239,8 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		// This gateway's subscription is a little behind the one the
 		// client came from: wait for it (with no lock held) rather than
 		// ask the stream, as every client of a drained gateway would at
-		// once.
-		r.waitForLocked(req.Since, time.Now().Add(h.opts.FetchTimeout))
+		// once; half the time, the rest is for the stream if need be.
+		r.waitForLocked(req.Since, time.Now().Add(time.Until(deadline)/2))
 	}
 	pending, ok := r.replayLocked(req.Since)
 	if ok {
@@ -257,7 +260,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 	// The ring does not reach back to since, or this gateway has not seen
 	// since yet: read the stream, with no lock held.
 	cursor := req.Since
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	pending, missedAll, err := h.read(ctx, r, req.Since)
 	cancel()
 	if err != nil {
@@ -288,13 +291,13 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 // from the ring when it reaches back far enough, else from the stream
 // (read with no lock held), then live through the catch-up. r.mu is held
 // on entry and released.
-func (h *Hub) joinWindow(r *room, m Member, req JoinRequest, reply outbox.Message, joined *bool) error {
+func (h *Hub) joinWindow(r *room, m Member, req JoinRequest, reply outbox.Message, deadline time.Time, joined *bool) error {
 	from := time.Now().Add(-req.HistoryAge)
 	pending, ok := r.windowLocked(req.HistoryCount, from)
 	source := "memory"
 	if !ok {
 		r.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		read, err := h.readWindow(ctx, r, req.HistoryCount, from)
 		cancel()
 		r.mu.Lock()
@@ -330,10 +333,10 @@ func (h *Hub) joinWindow(r *room, m Member, req JoinRequest, reply outbox.Messag
 
 // load makes sure a cold room has the latest valid stored update in its
 // ring, asking the stream at most once at a time per room (other joiners
-// wait for that answer) and never under a lock. A room with nothing
+// wait for that answer, until their own deadline) and never under a lock. A room with nothing
 // stored is asked once, not on every join: the room's subscription was
 // taken before the question, so anything published since arrives live.
-func (h *Hub) load(r *room) {
+func (h *Hub) load(r *room, deadline time.Time) {
 	r.loadMu.Lock()
 	if r.loaded {
 		r.loadMu.Unlock()
@@ -341,7 +344,7 @@ func (h *Hub) load(r *room) {
 	}
 	if ch := r.loading; ch != nil {
 		r.loadMu.Unlock()
-		t := time.NewTimer(h.opts.FetchTimeout)
+		t := time.NewTimer(time.Until(deadline))
 		defer t.Stop()
 		select {
 		case <-ch:
@@ -361,7 +364,7 @@ func (h *Hub) load(r *room) {
 	r.loading = ch
 	r.loadMu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.FetchTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	msg, found, err := h.latestValid(ctx, r.name)
 	cancel()
 	if err != nil {

@@ -360,6 +360,7 @@ func TestStreamDown(t *testing.T) {
 		{"resume inside the ring", "sales", JoinRequest{Room: "sales", Since: 140, HasSince: true}, nil},
 		{"plain join of a warm room", "sales", JoinRequest{Room: "sales"}, nil},
 		{"plain join of a cold room", "cold", JoinRequest{Room: "cold"}, nil},
+		{"resume in a cold room", "cold2", JoinRequest{Room: "cold2", Since: 2, HasSince: true}, ErrHistoryUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
