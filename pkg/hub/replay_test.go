@@ -243,7 +243,7 @@ func TestResumeDuringLive(t *testing.T) {
 	if err := <-joined; err != nil {
 		t.Fatal(err)
 	}
-	if slowest > 250*time.Millisecond {
+	if slowest > 250*time.Millisecond && !raceOn {
 		t.Errorf("a live update took %v to fan out while a resume read the stream (300 ms)", slowest)
 	}
 	c.waitFor(t, seqRange(11, 60))
@@ -259,14 +259,17 @@ func TestResumeDuringLive(t *testing.T) {
 // FetchTimeout, reads on from the stream.
 func TestResumeAtLaggingGateway(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		memory    int
-		catchUp   bool // the late updates arrive while the join waits
-		wantReads int64
+		name     string
+		memory   int
+		catchUp  bool // the late updates arrive while the join waits
+		minReads int64
+		maxReads int64
 	}{
-		{"subscription catches up", 100, true, 0},
-		{"subscription catches up, ring too small: the stream", 1, true, 1},
-		{"subscription stays behind: the stream", 100, false, 1},
+		{"subscription catches up", 100, true, 0, 0},
+		// Whether the ring of one still holds 8 when the join wakes
+		// depends on timing: either way nothing is sent twice or lost.
+		{"subscription catches up, ring too small", 1, true, 0, 1},
+		{"subscription stays behind: the stream", 100, false, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hist := newMemHistory(100)
@@ -285,7 +288,7 @@ func TestResumeAtLaggingGateway(t *testing.T) {
 					late = append(late, d)
 				}
 			}
-			c := startReader(smallBox())
+			c := startReader(newBox()) // live updates come back to back: no conflation here
 			defer c.close()
 			before := hist.requests.Load()
 			joined := make(chan error, 1)
@@ -306,8 +309,8 @@ func TestResumeAtLaggingGateway(t *testing.T) {
 			}
 			src.deliver(hist.add("sales", 11, `{"n":11}`))
 			c.waitFor(t, seqRange(9, 11))
-			if reads := hist.requests.Load() - before; reads != tc.wantReads {
-				t.Errorf("%d stream reads, want %d", reads, tc.wantReads)
+			if reads := hist.requests.Load() - before; reads < tc.minReads || reads > tc.maxReads {
+				t.Errorf("%d stream reads, want %d to %d", reads, tc.minReads, tc.maxReads)
 			}
 		})
 	}
@@ -365,8 +368,12 @@ func TestStreamDown(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			err := h.Join(newBox(), tc.req)
-			if took := time.Since(start); took > timeout+100*time.Millisecond {
-				t.Errorf("join answered after %v, want within %v", took, timeout+100*time.Millisecond)
+			bound := timeout + 100*time.Millisecond
+			if raceOn {
+				bound = timeout + time.Second // scheduling under the race detector
+			}
+			if took := time.Since(start); took > bound {
+				t.Errorf("join answered after %v, want within %v", took, bound)
 			}
 			if err != tc.wantErr {
 				t.Errorf("join: %v, want %v", err, tc.wantErr)
@@ -374,7 +381,7 @@ func TestStreamDown(t *testing.T) {
 		})
 	}
 	close(stop)
-	if slowest := <-liveDone; slowest > 50*time.Millisecond {
+	if slowest := <-liveDone; slowest > 50*time.Millisecond && !raceOn {
 		t.Errorf("a live update took %v while the stream was down", slowest)
 	}
 	got, _ := watch.snapshot()
@@ -500,7 +507,12 @@ func TestStormWithSlowStream(t *testing.T) {
 	}
 	hist := newMemHistory(100)
 	src := &manualSource{}
-	h := newHistoryHub(t, src, hist, 20)
+	reg := prometheus.NewRegistry()
+	// A generous fetch timeout: this test is about the live fan-out, and
+	// 2,000 joins at once on a loaded machine (or under -race) must not
+	// turn into history_unavailable.
+	h := New(src, Options{MaxUpdateBytes: 1 << 16, History: hist, HistoryDepth: 100, Memory: 20, FetchTimeout: 20 * time.Second},
+		metrics.New(reg), reg, slog.New(slog.DiscardHandler))
 	var watchers []*reader
 	for range 500 {
 		w := startReader(newBox())
