@@ -333,9 +333,10 @@ func (h *Hub) joinWindow(r *room, m Member, req JoinRequest, reply outbox.Messag
 
 // load makes sure a cold room has the latest valid stored update in its
 // ring, asking the stream at most once at a time per room (other joiners
-// wait for that answer, until their own deadline) and never under a lock. A room with nothing
-// stored is asked once, not on every join: the room's subscription was
-// taken before the question, so anything published since arrives live.
+// wait for that answer, until their own deadline) and never under a lock.
+// A room with nothing stored is asked once, not on every join: the room's
+// subscription was taken before the question, so anything published since
+// arrives live.
 func (h *Hub) load(r *room, deadline time.Time) {
 	r.loadMu.Lock()
 	if r.loaded {

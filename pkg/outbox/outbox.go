@@ -15,6 +15,11 @@
 //     further pushes and calls the overflow callback once; the connection
 //     then closes with 4008 (too slow).
 //
+// Neither step touches a replay (a resuming client's stored updates): it
+// is not pushed at once but drawn from a Feed a page at a time when the
+// queue runs low, so a backlog of any length passes through the smallest
+// queue, and replayed messages are never replaced.
+//
 // So the queue holds at most MaxBytes whatever the client does (the
 // writer may hold one more batch of at most that size while it writes),
 // and the cost of a push is O(1) except while conflating, when it is
