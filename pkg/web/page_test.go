@@ -31,6 +31,13 @@ import (
 // test ends.
 func produce(t *testing.T, url string, every time.Duration, opts ...nats.Option) {
 	t.Helper()
+	produceFrom(t, url, every, 0, opts...)
+}
+
+// produceFrom is produce that first publishes backfill of made-up past,
+// as --demo does.
+func produceFrom(t *testing.T, url string, every, backfill time.Duration, opts ...nats.Option) {
+	t.Helper()
 	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(-1))...)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func produce(t *testing.T, url string, every time.Duration, opts ...nats.Option)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		producer.Run(ctx, p, rooms, time.Minute, roomtest.Logger(t))
+		producer.RunFrom(ctx, p, rooms, time.Minute, backfill, roomtest.Logger(t))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -60,10 +67,17 @@ func produce(t *testing.T, url string, every time.Duration, opts ...nats.Option)
 // 200 ms and a browser on its page.
 func startDashboard(t *testing.T, query string) (*gateway.Gateway, *roomtest.Browser) {
 	t.Helper()
+	return startDashboardFrom(t, query, 0)
+}
+
+// startDashboardFrom is startDashboard with backfill of made-up past
+// published first, as --demo does.
+func startDashboardFrom(t *testing.T, query string, backfill time.Duration) (*gateway.Gateway, *roomtest.Browser) {
+	t.Helper()
 	cfg := roomtest.Config(t, "")
 	cfg.Dashboard.Title = config.DemoTitle() // as gateway --demo does
 	g := roomtest.StartGateway(t, cfg)
-	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
+	produceFrom(t, g.Embedded().ClientURL(), 200*time.Millisecond, backfill)
 	b := roomtest.StartBrowser(t, 1920, 1080)
 	b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/"+query)))
 	b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'live'`)
