@@ -31,16 +31,11 @@ type admission struct {
 	hops       int // X-Forwarded-For entries appended by trusted proxies
 	ipv6Prefix int
 	auth       *auth.Authenticator // nil: auth.mode none
-	maxConns   int
-	maxPerIP   int
+	slots      *slots              // connection slots, keyed by key(ip)
 	log        *slog.Logger
 
 	hostsLogged sync.Map // host -> struct{}: a refused host is logged once
 	nLogged     atomic.Int32
-
-	mu    sync.Mutex // guards total and perIP
-	total int
-	perIP map[netip.Addr]int
 }
 
 // maxHostsLogged bounds the refused hosts remembered for logging, since
@@ -53,9 +48,7 @@ func newAdmission(cfg config.Config, maxConns int, log *slog.Logger) (*admission
 		hosts:      map[string]bool{"localhost": true},
 		hops:       max(cfg.TrustedHops, 1),
 		ipv6Prefix: cfg.Limits.IPv6Prefix,
-		maxConns:   maxConns,
-		maxPerIP:   cfg.Limits.MaxConnectionsPerIP,
-		perIP:      map[netip.Addr]int{},
+		slots:      newSlots(maxConns, cfg.Limits.MaxConnectionsPerIP),
 		log:        log,
 	}
 	for _, o := range cfg.AllowedOrigins {
@@ -230,31 +223,16 @@ var (
 
 // acquire takes a connection slot for ip; release gives it back.
 func (a *admission) acquire(ip netip.Addr) error {
-	ip = a.key(ip)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.total >= a.maxConns {
+	switch a.slots.take(a.key(ip), true) {
+	case slotFull:
 		return errGatewayFull
-	}
-	if a.perIP[ip] >= a.maxPerIP {
+	case slotAddrFull:
 		return errIPFull
 	}
-	a.total++
-	a.perIP[ip]++
 	return nil
 }
 
-func (a *admission) release(ip netip.Addr) {
-	ip = a.key(ip)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.total--
-	if n := a.perIP[ip] - 1; n > 0 {
-		a.perIP[ip] = n
-	} else {
-		delete(a.perIP, ip)
-	}
-}
+func (a *admission) release(ip netip.Addr) { a.slots.release(a.key(ip), true) }
 
 // authenticate returns the request's grant: nil (everything) without
 // auth, else the token's, or an error to answer with 401.

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -267,9 +266,8 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	// handshake either; inside the count, a too slow client's write
 	// deadline is cut for good (session.Listener).
 	g.ln = &limitListener{
-		Listener: session.Listener(g.ln), maxTotal: budget.tcp, maxPerAddr: cfg.Limits.MaxTCPConnectionsPerIP,
+		Listener: session.Listener(g.ln), slots: newSlots(budget.tcp, cfg.Limits.MaxTCPConnectionsPerIP),
 		key: g.admit.key, exempt: g.admit.isTrusted, metrics: g.metrics, log: log,
-		perAddr: map[netip.Addr]int{},
 	}
 	if tlsCfg != nil {
 		g.ln = tls.NewListener(g.ln, tlsCfg)

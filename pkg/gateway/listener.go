@@ -33,16 +33,13 @@ const acceptWarnEvery = 10 * time.Second
 // X-Forwarded-For.
 type limitListener struct {
 	net.Listener
-	maxTotal   int
-	maxPerAddr int
-	key        func(netip.Addr) netip.Addr // the per-address key: /64 for IPv6
-	exempt     func(netip.Addr) bool       // trusted proxies
-	metrics    *metrics.Metrics
-	log        *slog.Logger
+	slots   *slots
+	key     func(netip.Addr) netip.Addr // the per-address key: /64 for IPv6
+	exempt  func(netip.Addr) bool       // trusted proxies
+	metrics *metrics.Metrics
+	log     *slog.Logger
 
 	mu         sync.Mutex // guards the fields below
-	total      int
-	perAddr    map[netip.Addr]int
 	lastWarn   time.Time
 	suppressed int // accept errors not logged since lastWarn
 }
@@ -73,36 +70,28 @@ func (l *limitListener) Accept() (net.Conn, error) {
 // take counts a connection from addr, or returns the reason and answer
 // that refuse it.
 func (l *limitListener) take(addr netip.Addr) (string, []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.maxTotal {
+	key, perAddr := l.slotKey(addr)
+	switch l.slots.take(key, perAddr) {
+	case slotFull:
 		return "max_tcp_connections", refusedFull
+	case slotAddrFull:
+		return "max_tcp_connections_per_ip", refusedAddr
 	}
-	if addr.IsValid() && !l.exempt(addr) {
-		k := l.key(addr)
-		if l.perAddr[k] >= l.maxPerAddr {
-			return "max_tcp_connections_per_ip", refusedAddr
-		}
-		l.perAddr[k]++
-	}
-	l.total++
 	return "", nil
 }
 
 func (l *limitListener) release(addr netip.Addr) {
 	l.metrics.TCPConnections.Dec()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
+	l.slots.release(l.slotKey(addr))
+}
+
+// slotKey is addr's per-address key, and whether it has a per-address
+// budget at all (not for a trusted proxy, or an address it cannot read).
+func (l *limitListener) slotKey(addr netip.Addr) (netip.Addr, bool) {
 	if !addr.IsValid() || l.exempt(addr) {
-		return
+		return netip.Addr{}, false
 	}
-	k := l.key(addr)
-	if n := l.perAddr[k] - 1; n > 0 {
-		l.perAddr[k] = n
-	} else {
-		delete(l.perAddr, k)
-	}
+	return l.key(addr), true
 }
 
 // acceptFailed counts a failed accept and logs it at warn, at most once

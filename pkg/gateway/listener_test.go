@@ -49,9 +49,9 @@ func TestAcceptErrors(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	l := &limitListener{
-		Listener: &failingListener{n: 100}, maxTotal: 10, maxPerAddr: 10,
+		Listener: &failingListener{n: 100}, slots: newSlots(10, 10),
 		key: func(a netip.Addr) netip.Addr { return a }, exempt: func(netip.Addr) bool { return false },
-		metrics: m, log: slog.New(h), perAddr: map[netip.Addr]int{},
+		metrics: m, log: slog.New(h),
 	}
 	for range 100 {
 		if _, err := l.Accept(); !errors.Is(err, syscall.EMFILE) {

@@ -15,38 +15,19 @@ import (
 // slots (limits.max_connections), so tokenless handshakes, however many,
 // never take a slot from an authenticated client; they leave it when
 // their CONNECT succeeds or socketio.connect_timeout passes.
-type pendingPool struct {
-	max, maxPerIP int
-
-	mu    sync.Mutex // guards total and perIP
-	total int
-	perIP map[netip.Addr]int // by admission.key
-}
+type pendingPool struct{ slots *slots } // keyed by admission.key
 
 func (p *pendingPool) take(key netip.Addr) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.total >= p.max {
+	switch p.slots.take(key, true) {
+	case slotFull:
 		return errPendingFull
-	}
-	if p.perIP[key] >= p.maxPerIP {
+	case slotAddrFull:
 		return errPendingIPFull
 	}
-	p.total++
-	p.perIP[key]++
 	return nil
 }
 
-func (p *pendingPool) release(key netip.Addr) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.total--
-	if n := p.perIP[key] - 1; n > 0 {
-		p.perIP[key] = n
-	} else {
-		delete(p.perIP, key)
-	}
-}
+func (p *pendingPool) release(key netip.Addr) { p.slots.release(key, true) }
 
 // Refusals by the pending pool, counted in
 // roomcast_connections_refused_total{reason}.

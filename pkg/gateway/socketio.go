@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -36,7 +35,7 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 	if authorize == nil {
 		authorize = g.socketIOAuth()
 	}
-	g.pending = &pendingPool{max: c.PendingSessions, maxPerIP: c.PendingSessionsPerIP, perIP: map[netip.Addr]int{}}
+	g.pending = &pendingPool{slots: newSlots(c.PendingSessions, c.PendingSessionsPerIP)}
 	scfg := socketio.Config{
 		PingInterval:     c.PingInterval,
 		PingTimeout:      c.PingTimeout,
