@@ -8,6 +8,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
+	"github.com/roomcast/roomcast/pkg/ratelimit"
 )
 
 // room is one room on this gateway. See the package doc for its locks.
@@ -279,11 +280,8 @@ func (q *ring) reset() {
 // bucket, so that a join/leave loop cannot turn one connection into a
 // load on the history stream. A nil Budget allows everything.
 type Budget struct {
-	mu     sync.Mutex
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
+	mu sync.Mutex // Join may run on any goroutine of the client's transport
+	b  ratelimit.Bucket
 }
 
 // NewBudget returns a resume budget for one client, or nil when the hub
@@ -292,8 +290,7 @@ func (h *Hub) NewBudget() *Budget {
 	if h.opts.ResumeRate <= 0 || h.opts.ResumeBurst <= 0 {
 		return nil
 	}
-	b := float64(h.opts.ResumeBurst)
-	return &Budget{rate: h.opts.ResumeRate, burst: b, tokens: b}
+	return &Budget{b: ratelimit.New(h.opts.ResumeRate, h.opts.ResumeBurst, time.Now())}
 }
 
 func (b *Budget) allow(now time.Time) bool {
@@ -302,13 +299,5 @@ func (b *Budget) allow(now time.Time) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.last.IsZero() {
-		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.b.Take(now)
 }

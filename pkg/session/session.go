@@ -36,6 +36,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
+	"github.com/roomcast/roomcast/pkg/ratelimit"
 )
 
 // Config holds the per-connection tunables. See config.yaml for what each
@@ -104,7 +105,7 @@ type Session struct {
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
 	frames   frameReader
-	bucket   tokenBucket
+	bucket   ratelimit.Bucket // commands; used by the reader only
 	resumes  *hub.Budget
 	rejected int // commands refused in a row by the rate limit
 	peerCode int // the code of the client's close frame, when it closed
@@ -156,7 +157,7 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		metrics: m,
 		log:     log,
 		logArgs: logArgs,
-		bucket:  newTokenBucket(cfg.CommandRate, cfg.CommandBurst, time.Now()),
+		bucket:  ratelimit.New(cfg.CommandRate, cfg.CommandBurst, time.Now()),
 		resumes: h.NewBudget(),
 		frames:  frameReader{maxMessage: int(cfg.MaxFrameBytes), deflate: cfg.Compress},
 	}
@@ -393,7 +394,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 	case opPing:
 		// Each ping costs a pong write: pings share the command budget, so
 		// a ping flood ends like a command flood.
-		if !s.bucket.take(time.Now()) {
+		if !s.bucket.Take(time.Now()) {
 			if s.rejected++; s.rejected > s.cfg.CommandBurst {
 				s.Close(protocol.ClosePolicyViolation, "ping flood")
 			}
@@ -464,7 +465,7 @@ func (s *Session) beat() {
 // it has them, so a client can tell which one to retry.
 func (s *Session) command(frame []byte) {
 	cmd, perr := protocol.ParseCommand(frame)
-	if !s.bucket.take(time.Now()) {
+	if !s.bucket.Take(time.Now()) {
 		s.rejected++
 		if s.rejected > s.cfg.CommandBurst {
 			s.Close(protocol.ClosePolicyViolation, "command flood")

@@ -1,11 +1,11 @@
-package session
+package ratelimit
 
 import (
 	"testing"
 	"time"
 )
 
-func TestTokenBucket(t *testing.T) {
+func TestBucket(t *testing.T) {
 	t.Parallel()
 	start := time.Unix(1000, 0)
 	tests := []struct {
@@ -21,9 +21,9 @@ func TestTokenBucket(t *testing.T) {
 		{"a clock going back changes nothing", 1, 1, []time.Duration{time.Second, 0, 2 * time.Second}, []bool{true, false, true}},
 	}
 	for _, tt := range tests {
-		b := newTokenBucket(tt.rate, tt.burst, start)
+		b := New(tt.rate, tt.burst, start)
 		for i, d := range tt.takes {
-			if got := b.take(start.Add(d)); got != tt.want[i] {
+			if got := b.Take(start.Add(d)); got != tt.want[i] {
 				t.Errorf("%s: take %d at +%v = %v, want %v", tt.name, i, d, got, tt.want[i])
 			}
 		}
