@@ -502,8 +502,6 @@ type catchup struct {
 	r *room
 	m Member
 
-	waiting bool // guarded by r.mu: nothing to send until the room moves
-
 	mu      sync.Mutex
 	cursor  uint64  // seq of the last update queued to the client
 	pending []entry // what comes next, read ahead
@@ -540,12 +538,13 @@ func (c *catchup) Next(o *outbox.Outbox, max int) bool {
 		// This gateway has not yet seen what the client already has:
 		// wait for the room (processLocked wakes catch-ups), so that
 		// nothing older than since is sent.
-		c.waiting = true
+		r.waiting[c.m] = c
 		c.mu.Unlock()
 		r.mu.Unlock()
 		return false
 	case ok && len(pending) == 0:
 		delete(r.catching, c.m)
+		delete(r.waiting, c.m)
 		r.addLocked(c.m)
 		c.mu.Unlock()
 		r.mu.Unlock()
@@ -578,7 +577,7 @@ func (c *catchup) Next(o *outbox.Outbox, max int) bool {
 			c.pending = append([]entry{first.flagMissed()}, r.ring.after(first.seq)...)
 			c.source = "memory"
 		} else {
-			c.waiting = true
+			r.waiting[c.m] = c
 		}
 	}
 	r.mu.Unlock()
@@ -914,12 +913,10 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, at time.T
 			}
 		}
 		n = len(r.members)
-		for m, c := range r.catching {
-			if c.waiting {
-				c.waiting = false
-				m.Wake()
-			}
+		for m := range r.waiting {
+			m.Wake()
 		}
+		clear(r.waiting)
 	}
 	r.mu.Unlock()
 

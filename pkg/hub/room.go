@@ -32,10 +32,11 @@ type room struct {
 	members   []Member       // live members, dense for a fast fan-out loop
 	index     map[Member]int // position in members
 	catching  map[Member]*catchup
-	ring      ring          // recent valid updates, oldest first
-	lastSeen  uint64        // seq of the newest update processed, valid or not (written under deliverMu and mu)
-	lastValid uint64        // seq of the newest update forwarded
-	moved     chan struct{} // closed (and replaced) when lastSeen moves; nil until asked for
+	waiting   map[Member]*catchup // catch-ups with nothing to send until the room moves
+	ring      ring                // recent valid updates, oldest first
+	lastSeen  uint64              // seq of the newest update processed, valid or not (written under deliverMu and mu)
+	lastValid uint64              // seq of the newest update forwarded
+	moved     chan struct{}       // closed (and replaced) when lastSeen moves; nil until asked for
 }
 
 // movedLocked returns a channel closed when the room's lastSeen next moves.
@@ -79,6 +80,7 @@ func newRoom(name string, memory, memoryBytes int) *room {
 		name:     name,
 		index:    make(map[Member]int),
 		catching: make(map[Member]*catchup),
+		waiting:  make(map[Member]*catchup),
 		ring:     ring{max: memory, maxBytes: memoryBytes},
 	}
 }
@@ -111,6 +113,7 @@ func (r *room) removeLocked(m Member) bool {
 	if c, ok := r.catching[m]; ok {
 		c.leave()
 		delete(r.catching, m)
+		delete(r.waiting, m)
 		return true
 	}
 	i, ok := r.index[m]
