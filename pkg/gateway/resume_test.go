@@ -1,11 +1,15 @@
 package gateway_test
 
 import (
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,5 +308,88 @@ func TestSnapshotIsLatestValid(t *testing.T) {
 		if m := c.Expect("update"); m.Seq != next || m.Prev == nil || *m.Prev != good {
 			t.Fatalf("alone=%v: next update %+v, want seq %d prev %d", alone, m, next, good)
 		}
+	}
+}
+
+// TestResumeToStalledClient: a client resumes 100 updates back (6 MB:
+// the room's memory holds a sixth, the rest comes from the stream) and
+// never reads. Its replay is paged, so the gateway holds a page for it,
+// not the backlog; it is closed within write_timeout of its writes
+// stalling, like any stuck client, and the room's other client is served
+// throughout.
+func TestResumeToStalledClient(t *testing.T) {
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.WriteTimeout = time.Second
+	cfg.PingInterval = time.Minute // the heartbeat must not be what ends it
+	cfg.PongTimeout = 30 * time.Second
+	g := roomtest.StartGateway(t, cfg)
+	const room = "stalled"
+	watcher := roomtest.Dial(t, g)
+	watcher.Join(room)
+	roomtest.WaitSubscriptions(t, ns, "roomcast.live."+room, 1)
+
+	raw := make([]byte, 45<<10)
+	_, _ = crand.Read(raw)
+	pad := base64.StdEncoding.EncodeToString(raw) // 60 KiB
+	first := publish(t, nc, room, `{"n":0}`)
+	var last uint64
+	for i := 1; i <= 100; i++ {
+		last = publish(t, nc, room, fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
+	}
+	for m := watcher.Expect("update"); m.Seq != last; m = watcher.Expect("update") {
+		// large updates at full speed: the watcher may be conflated
+	}
+
+	// A tiny receive buffer, and never a read after the handshake.
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		return nd.Dial(network, addr)
+	}}
+	conn, _, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if err := conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"op":"join","room":%q,"since":%d}`, room, first)); err != nil {
+		t.Fatal(err)
+	}
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if n := g.Hub().Members(room); n != 2 {
+			return fmt.Errorf("%d clients in the room", n)
+		}
+		return nil
+	})
+	// While it is stuck, the watcher is served.
+	live := publish(t, nc, room, `{"n":101}`)
+	if m := watcher.Expect("update"); m.Seq != live {
+		t.Fatalf("watcher got seq %d, want %d", m.Seq, live)
+	}
+	// Closed: the room is back to the watcher alone. The replay's first
+	// writes fill the socket buffers at once, so write_timeout plus a
+	// margin for the loaded machine bounds it from the join.
+	roomtest.Eventually(t, cfg.WriteTimeout+10*time.Second, func() error {
+		if n := g.Hub().Members(room); n != 1 {
+			return fmt.Errorf("%d clients in the room", n)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("stalled resumer gone %v after its join (write_timeout %v)", took.Round(time.Millisecond), cfg.WriteTimeout)
+	if took > cfg.WriteTimeout+3*time.Second && !roomtest.Race {
+		t.Errorf("the stalled resumer was closed %v after its join; write_timeout is %v", took, cfg.WriteTimeout)
+	}
+	if q := metric(t, g, "roomcast_queued_bytes"); q > 2<<20 {
+		t.Errorf("%.0f bytes still queued", q)
 	}
 }
