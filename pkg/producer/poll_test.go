@@ -25,7 +25,7 @@ type pollCase struct {
 func checkPolls(t *testing.T, fetch producer.Fetch, cases []pollCase, want []string) {
 	t.Helper()
 	p, sub, _ := newPublisher(t)
-	pl, err := producer.NewPoller(p, "metrics", time.Hour, 300*time.Millisecond, fetch, roomtest.Logger(t))
+	pl, err := producer.NewPoller(p, "metrics", time.Hour, 700*time.Millisecond, fetch, roomtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func checkPolls(t *testing.T, fetch producer.Fetch, cases []pollCase, want []str
 		if !c.published {
 			failed++
 		}
-		if took := time.Since(start); took > 2*time.Second {
-			t.Errorf("%s: the poll took %v with a 300ms timeout", c.name, took)
+		if took := time.Since(start); took > 2500*time.Millisecond {
+			t.Errorf("%s: the poll took %v with a 700ms timeout", c.name, took)
 		}
 	}
 	for _, w := range want {
@@ -66,7 +66,7 @@ func TestPollHTTP(t *testing.T) {
 		func(w http.ResponseWriter) { http.Error(w, "down", http.StatusServiceUnavailable) },
 		func(w http.ResponseWriter) { _, _ = w.Write([]byte(`[1, 2]`)) },
 		func(w http.ResponseWriter) { _, _ = w.Write([]byte(`{"queue": `)) },
-		func(w http.ResponseWriter) { time.Sleep(time.Second); _, _ = w.Write([]byte(`{"queue": 99}`)) },
+		func(w http.ResponseWriter) { time.Sleep(3 * time.Second); _, _ = w.Write([]byte(`{"queue": 99}`)) },
 		func(w http.ResponseWriter) { _, _ = w.Write([]byte("\n{\"queue\": 13, \"ts\": 5}\n")) },
 	}
 	var n atomic.Int32

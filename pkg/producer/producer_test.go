@@ -28,6 +28,11 @@ func newPublisher(t *testing.T) (*producer.Publisher, *nats.Subscription, *nats.
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The publisher uses another connection: without a round trip the
+	// first publish can reach the server before this interest does.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	p, err := producer.New(roomtest.Connect(t, ns), producer.Options{Now: func() time.Time { return fixed }})
 	if err != nil {
 		t.Fatal(err)
