@@ -20,14 +20,12 @@ package session
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,6 +35,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/ratelimit"
+	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
 // Config holds the per-connection tunables. See config.yaml for what each
@@ -68,7 +67,6 @@ type Config struct {
 const closeGrace = 2 * time.Second
 
 var (
-	errEOF         = io.EOF
 	errPongOverdue = errors.New("pong overdue")
 	errAborted     = errors.New("aborted")
 	errPeerClosed  = errors.New("client closed the connection")
@@ -91,20 +89,14 @@ type Session struct {
 	onDone  func()
 	start   time.Time
 
-	// With a poller: the socket's descriptor and the generation of its
-	// registration (set by Poller.add). polled is false when the session
-	// fell back to a reader goroutine. reading is set by the poller when it
-	// hands an event to readable and cleared before re-arming: a second
-	// reader of one session is refused.
-	raw     syscall.RawConn
-	fd      int
-	pollGen uint32
-	polled  bool
-	reading atomic.Bool
+	// With a poller: the socket's registration (filled in by Poller.Add).
+	// polled is false when the session fell back to a reader goroutine.
+	reg    wsread.Registration
+	polled bool
 
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
-	frames   frameReader
+	frames   wsread.Reader
 	bucket   ratelimit.Bucket // commands; used by the reader only
 	resumes  *hub.Budget
 	rejected int // commands refused in a row by the rate limit
@@ -159,7 +151,7 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		logArgs: logArgs,
 		bucket:  ratelimit.New(cfg.CommandRate, cfg.CommandBurst, time.Now()),
 		resumes: h.NewBudget(),
-		frames:  frameReader{maxMessage: int(cfg.MaxFrameBytes), deflate: cfg.Compress},
+		frames:  wsread.Reader{MaxMessage: int(cfg.MaxFrameBytes), Deflate: cfg.Compress},
 	}
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
 	// gorilla compresses every write once compression is negotiated;
@@ -192,7 +184,7 @@ func (s *Session) Start(onDone func()) {
 	if s.cfg.Poller != nil {
 		// Set before add: an event may end the session before add returns.
 		s.polled = true
-		if s.cfg.Poller.add(s, s.nc) == nil {
+		if s.cfg.Poller.Add((*pollConn)(s), &s.reg, s.nc) == nil {
 			return
 		}
 		s.polled = false
@@ -256,7 +248,7 @@ func (s *Session) end(err error) {
 			s.expiry.Stop()
 		}
 		if s.polled {
-			s.cfg.Poller.remove(s)
+			s.reg.Remove()
 		}
 		s.roomsMu.Lock()
 		s.gone = true
@@ -305,10 +297,7 @@ func (s *Session) readable() {
 	if !s.drain() {
 		return // ended: no re-arm, and reading stays set
 	}
-	// Cleared before the re-arm, not after: the next event may come as soon
-	// as the socket is armed, and must find the session free.
-	s.reading.Store(false)
-	if err := s.cfg.Poller.rearm(s); err != nil {
+	if err := s.reg.Rearm(); err != nil {
 		s.end(err)
 	}
 }
@@ -319,7 +308,7 @@ func (s *Session) drain() bool {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	for {
-		n, err := readNonblocking(s.raw, *bp)
+		n, err := s.reg.Read(*bp)
 		if n > 0 {
 			s.received((*bp)[:n])
 		}
@@ -367,14 +356,14 @@ func (s *Session) received(p []byte) {
 		return
 	}
 	s.lastRead.Store(time.Now().UnixNano())
-	err := s.frames.feed(p, s.frame)
-	var fe *frameError
+	err := s.frames.Feed(p, s.frame)
+	var fe *wsread.FrameError
 	switch {
 	case err == nil:
 	case errors.As(err, &fe):
 		// The stream cannot be parsed further: send the close frame and
 		// end without waiting for an answer we could not read.
-		s.frames.broken = true
+		s.frames.Break()
 		s.Close(fe.Code, fe.Reason)
 		s.answered()
 	case errors.Is(err, errPeerClosed):
@@ -385,13 +374,13 @@ func (s *Session) received(p []byte) {
 // frame handles one complete message or control frame.
 func (s *Session) frame(op byte, payload []byte) error {
 	switch op {
-	case opText:
+	case wsread.OpText:
 		if !s.isClosing() {
 			s.command(payload)
 		}
-	case opBinary:
+	case wsread.OpBinary:
 		s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
-	case opPing:
+	case wsread.OpPing:
 		// Each ping costs a pong write: pings share the command budget, so
 		// a ping flood ends like a command flood.
 		if !s.bucket.Take(time.Now()) {
@@ -401,9 +390,9 @@ func (s *Session) frame(op byte, payload []byte) error {
 			return nil
 		}
 		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
-	case opPong:
+	case wsread.OpPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
-	case opClose:
+	case wsread.OpClose:
 		if s.isClosing() {
 			s.answered()
 			return errPeerClosed
