@@ -22,7 +22,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeUnknownSID)
 		return
-	case c.ws != nil: // upgraded: polling is over
+	case c.ws.Load() != nil: // upgraded: polling is over
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
@@ -46,7 +46,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		}
 		t.Stop()
 		c.mu.Lock()
-		if c.ws != nil || c.polling {
+		if c.ws.Load() != nil || c.polling {
 			c.mu.Unlock()
 			writeError(w, http.StatusBadRequest, codeBadRequest)
 			return
@@ -67,7 +67,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		c.mu.Lock()
-		closed, final, probed := c.closed, c.final, c.probed || c.ws != nil
+		closed, final, probed := c.closed, c.final, c.probed || c.ws.Load() != nil
 		c.mu.Unlock()
 		if closed {
 			c.mu.Lock()
@@ -106,7 +106,7 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeUnknownSID)
 		return
-	case c.ws != nil:
+	case c.ws.Load() != nil:
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
