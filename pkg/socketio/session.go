@@ -55,10 +55,12 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 		pending: make(map[int64]int64),
 		resumes: s.hub.NewBudget(),
 	}
-	ss.box = outbox.New(s.cfg.Outbox, func() {
+	// The outbox wakes the session's writer itself (Conn.Wake), so an idle
+	// WebSocket needs no goroutine waiting on a Ready channel.
+	ss.box = outbox.NewNotify(s.cfg.Outbox, func() {
 		s.metrics.SlowDisconnects.Inc()
 		c.Close(4008, "client too slow")
-	})
+	}, c.Wake)
 	ss.timer = time.AfterFunc(s.cfg.ConnectTimeout, func() {
 		if !ss.connected.Load() {
 			c.Close(1000, "no namespace connected in time")
@@ -419,7 +421,8 @@ func (ss *session) fail(p packet, code, message, room string) {
 	}
 }
 
-// Ready is signalled when the hub has queued something.
+// Ready is nil: the outbox calls Conn.Wake when the hub has queued
+// something.
 func (ss *session) Ready() <-chan struct{} { return ss.box.Ready() }
 
 var (
