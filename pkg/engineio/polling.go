@@ -32,11 +32,13 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
 	}
-	if c.probed {
+	if c.probed || c.upgrading {
 		// A new poll during an upgrade: the client is about to send "5"
 		// (a client's waiting poll was answered when the probe came).
 		// Give it a moment, as the reference server does, so that a poll
-		// racing the upgrade is refused like one that comes after it.
+		// racing the upgrade is refused like one that comes after it. A
+		// probe already sent may not have been read yet: the socket is
+		// read when the poller reports it, not by this request.
 		c.mu.Unlock()
 		t := time.NewTimer(probeWait)
 		select {
