@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -200,4 +201,41 @@ func TestWebSocketPingTimeout(t *testing.T) {
 	if n := <-pings; n < 3 {
 		t.Fatalf("the answering client got %d pings, want at least 3", n)
 	}
+}
+
+// TestPollingSessionsHoldNoGoroutine: between polls a long-polling
+// session holds no goroutine (the heartbeat is a timer); its pings wait
+// in its queue for the next poll.
+func TestPollingSessionsHoldNoGoroutine(t *testing.T) {
+	const n = 100
+	base := roomtest.Goroutines()
+	s := engineio.NewServer(engineio.Config{
+		PingInterval: 50 * time.Millisecond, PingTimeout: 5 * time.Second, MaxPayload: 1000,
+		Open: engineio.Echo,
+	})
+	ts := httptest.NewServer(s)
+	url := ts.URL + "/engine.io/?EIO=4"
+	// The client's keep-alive connection to the test server: two
+	// goroutines here, one there.
+	handshake(t, url)
+	withServer := roomtest.Goroutines()
+	sids := make([]string, n)
+	for i := range sids {
+		sids[i] = handshake(t, url)
+	}
+	time.Sleep(100 * time.Millisecond) // past a ping interval: every session has queued a ping
+	settle(t, withServer+5, fmt.Sprintf("%d polling sessions between polls", n))
+	for _, sid := range sids[:10] {
+		if status, body := do(t, "GET", url+"&transport=polling&sid="+sid, "", nil); status != 200 || body != "2" {
+			t.Fatalf("poll: %d %q, want the ping", status, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx, 1012, "test over"); err != nil {
+		t.Fatal(err)
+	}
+	ts.Close()
+	http.DefaultClient.CloseIdleConnections()
+	roomtest.WaitGoroutines(t, base)
 }
