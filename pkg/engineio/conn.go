@@ -1,10 +1,11 @@
 package engineio
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +16,8 @@ type Conn struct {
 	srv *Server
 	id  string
 	ip  string
-	req *http.Request // the handshake request, detached from its context
-	h   Handler       // set once Open has returned; see opened
+	req request // what Request gives back of the handshake request
+	h   Handler // set once Open has returned; see opened
 	// slot is the gateway's connection slot (Config.Admit); its Release
 	// is called by Server.remove, under its mu.
 	slot Slot
@@ -55,23 +56,67 @@ type Conn struct {
 	dirty   atomic.Bool
 	writing atomic.Bool
 
+	// wake and upgraded serve polls only: nil for a session opened as a
+	// WebSocket, which never polls (a nil channel's send in signal's
+	// select takes the default).
 	wake     chan struct{} // capacity 1: the queue grew or the state changed (for a waiting poll)
 	done     chan struct{} // closed when the session ends
 	upgraded chan struct{} // closed when the session has moved to a WebSocket
 }
 
+// request is what a session keeps of its handshake request for Request:
+// an idle session should not hold a whole *http.Request (about 1 KiB with
+// its headers). The WebSocket handshake's own headers, and the body's,
+// mean nothing after the handshake and are left out.
+type request struct {
+	method, proto, host, remoteAddr, requestURI string
+	path, rawPath, rawQuery                     string   // all a server request's URL has
+	header                                      []string // name, value, name, value…: smaller than a map
+	tls                                         *tls.ConnectionState
+}
+
+// handshakeOnly are the request headers that only the handshake uses.
+var handshakeOnly = map[string]bool{
+	"Upgrade": true, "Connection": true, "Sec-Websocket-Key": true, "Sec-Websocket-Version": true,
+	"Sec-Websocket-Extensions": true, "Content-Length": true, "Content-Type": true,
+}
+
+func keepRequest(r *http.Request) request {
+	kept := request{
+		method: r.Method, proto: r.Proto, host: r.Host, remoteAddr: r.RemoteAddr, requestURI: r.RequestURI,
+		path: r.URL.Path, rawPath: r.URL.RawPath, rawQuery: r.URL.RawQuery, tls: r.TLS,
+	}
+	n := 0
+	for k, v := range r.Header {
+		if !handshakeOnly[k] {
+			n += 2 * len(v)
+		}
+	}
+	if n > 0 {
+		kept.header = make([]string, 0, n)
+		for k, vs := range r.Header {
+			if !handshakeOnly[k] {
+				for _, v := range vs {
+					kept.header = append(kept.header, k, v)
+				}
+			}
+		}
+	}
+	return kept
+}
+
 func newConn(s *Server, id, ip string, r *http.Request, ws bool) *Conn {
 	c := &Conn{
-		srv:      s,
-		id:       id,
-		ip:       ip,
-		req:      r.Clone(context.Background()),
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		upgraded: make(chan struct{}),
+		srv:  s,
+		id:   id,
+		ip:   ip,
+		req:  keepRequest(r),
+		done: make(chan struct{}),
 	}
 	if ws {
 		c.queue = append(c.queue, Packet{Type: Open, Data: s.handshake(id, []string{})})
+	} else {
+		c.wake, c.upgraded = make(chan struct{}, 1), make(chan struct{})
 	}
 	// Under hbMu: beat may run before AfterFunc has returned.
 	c.hbMu.Lock()
@@ -88,8 +133,20 @@ func (c *Conn) ID() string { return c.id }
 func (c *Conn) Slot() Slot { return c.slot }
 
 // Request is the request that opened the session (headers, URL, remote
-// address); its body is gone and its context never ends.
-func (c *Conn) Request() *http.Request { return c.req }
+// address), made anew for each call; its body is gone, the WebSocket
+// handshake's headers too, and its context never ends.
+func (c *Conn) Request() *http.Request {
+	r := &http.Request{
+		Method: c.req.method, URL: &url.URL{Path: c.req.path, RawPath: c.req.rawPath, RawQuery: c.req.rawQuery}, Proto: c.req.proto, Header: make(http.Header, len(c.req.header)/2),
+		Host: c.req.host, RemoteAddr: c.req.remoteAddr, RequestURI: c.req.requestURI, TLS: c.req.tls,
+		Body: http.NoBody,
+	}
+	r.ProtoMajor, r.ProtoMinor, _ = http.ParseHTTPVersion(r.Proto)
+	for i := 0; i+1 < len(c.req.header); i += 2 {
+		r.Header[c.req.header[i]] = append(r.Header[c.req.header[i]], c.req.header[i+1])
+	}
+	return r
+}
 
 // Done is closed when the session has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -228,11 +285,9 @@ func (c *Conn) abort() {
 func (c *Conn) take(dst []Packet) []Packet {
 	c.mu.Lock()
 	dst = append(dst, c.queue...)
-	clear(c.queue)
-	c.queue = c.queue[:0]
-	if cap(c.queue) > 64 {
-		c.queue = nil // a burst's slice is not kept for the session's life
-	}
+	// Not kept for reuse: an idle session holds no queue (a few packets
+	// a minute, the pings, cost an allocation each).
+	c.queue = nil
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
