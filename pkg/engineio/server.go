@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
@@ -114,10 +113,9 @@ var errorMessages = map[int]string{
 // Server serves Engine.IO sessions. It is an http.Handler for the
 // endpoint's path (for example /socket.io/).
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	upgrader websocket.Upgrader
-	open     []byte // the handshake JSON without the sid
+	cfg  Config
+	log  *slog.Logger
+	open []byte // the handshake JSON without the sid
 
 	mu       sync.Mutex
 	sessions map[string]*Conn
@@ -140,20 +138,6 @@ func NewServer(cfg Config) *Server {
 		log:      log,
 		sessions: make(map[string]*Conn),
 		perIP:    make(map[string]int),
-	}
-	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		// The socket is read by package wsread, never through gorilla:
-		// gorilla's read buffer stays at its minimum. The pooled write
-		// buffer is held only while a frame is written.
-		ReadBufferSize:  1,
-		WriteBufferSize: 4096,
-		WriteBufferPool: &sync.Pool{},
-		// Origins are checked before the upgrade, for every transport.
-		CheckOrigin: func(*http.Request) bool { return true },
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			writeError(w, status, codeBadRequest)
-		},
 	}
 	return s
 }

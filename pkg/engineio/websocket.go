@@ -2,6 +2,9 @@ package engineio
 
 import (
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -14,12 +17,13 @@ import (
 )
 
 // wsConn is one WebSocket of a session: the socket a live session runs
-// on, or one probing for an upgrade. Writes go through gorilla; the
-// socket is read by wsread's frame parser, fed by the Poller (no
-// goroutine while idle) or, without one, by a reader goroutine.
+// on, or one probing for an upgrade. The socket is read by wsread's frame
+// parser, fed by the Poller (no goroutine while idle) or, without one, by
+// a reader goroutine; frames are written whole, one Write each (see
+// writeFrame). No gorilla Conn is kept: it would cost an idle session
+// about 700 bytes for buffers and state it never uses.
 type wsConn struct {
 	c  *Conn
-	ws *websocket.Conn // writes only
 	nc net.Conn
 
 	// Owned by the one reader at a time (a poller event or the reader
@@ -45,9 +49,9 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 // errStop ends a read: the session has ended, or the socket is closing.
 var errStop = errors.New("engineio: stop reading")
 
-func (c *Conn) newWS(ws *websocket.Conn, probing bool) *wsConn {
+func (c *Conn) newWS(nc net.Conn, probing bool) *wsConn {
 	return &wsConn{
-		c: c, ws: ws, nc: ws.NetConn(), probing: probing,
+		c: c, nc: nc, probing: probing,
 		frames: wsread.Reader{MaxMessage: c.srv.cfg.MaxPayload},
 	}
 }
@@ -68,12 +72,12 @@ func (s *Server) serveNewWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(status), status)
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	nc, err := s.upgrade(w, r)
 	if err != nil {
 		c.abort()
-		return // the upgrader has answered
+		return // upgrade has answered
 	}
-	wc := c.newWS(ws, false)
+	wc := c.newWS(nc, false)
 	ready := c.h.Ready()
 	c.mu.Lock()
 	// Set even if the session ended meanwhile: the writer then sends the
@@ -101,26 +105,26 @@ func (c *Conn) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		// Already upgraded or upgrading: accept the socket and close it at
 		// once, as the reference server does (clients expect a close, not
 		// a failed handshake).
-		if ws, err := c.srv.upgrader.Upgrade(w, r, nil); err == nil {
+		if nc, err := c.srv.upgrade(w, r); err == nil {
 			msg := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "session already upgraded")
-			_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-			_ = ws.Close()
+			_ = writeFrame(nc, opClose, 0, msg, time.Now().Add(closeGrace))
+			_ = nc.Close()
 		}
 		return
 	}
 	c.upgrading = true // a second upgrade is refused from now on
 	c.mu.Unlock()
-	ws, err := c.srv.upgrader.Upgrade(w, r, nil)
+	nc, err := c.srv.upgrade(w, r)
 	c.mu.Lock()
 	if err != nil || c.closed {
 		c.upgrading = false
 		c.mu.Unlock()
 		if err == nil {
-			_ = ws.Close()
+			_ = nc.Close()
 		}
 		return
 	}
-	wc := c.newWS(ws, true)
+	wc := c.newWS(nc, true)
 	wc.probeTimer = time.AfterFunc(c.srv.cfg.PingInterval+c.srv.cfg.PingTimeout, wc.failProbe)
 	c.probeWS = wc
 	c.mu.Unlock()
@@ -224,7 +228,7 @@ func (w *wsConn) frame(op byte, payload []byte) error {
 	c := w.c
 	switch op {
 	case wsread.OpPing:
-		_ = w.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(c.srv.cfg.WriteTimeout))
+		_ = writeFrame(w.nc, opPong, 0, payload, time.Now().Add(c.srv.cfg.WriteTimeout))
 		return nil
 	case wsread.OpPong:
 		return nil
@@ -244,7 +248,7 @@ func (w *wsConn) frame(op byte, payload []byte) error {
 			code = websocket.CloseProtocolError
 			answer = websocket.FormatCloseMessage(code, "")
 		}
-		_ = w.ws.WriteControl(websocket.CloseMessage, answer, time.Now().Add(closeGrace))
+		_ = writeFrame(w.nc, opClose, 0, answer, time.Now().Add(closeGrace))
 		c.clientClosed(Close, code, "transport closed")
 		return errStop
 	}
@@ -276,8 +280,7 @@ func (w *wsConn) probe(op byte, data []byte) error {
 	c := w.c
 	switch {
 	case op == wsread.OpText && bytes.Equal(data, []byte("2probe")):
-		_ = w.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-		if w.ws.WriteMessage(websocket.TextMessage, []byte("3probe")) != nil {
+		if writeFrame(w.nc, opText, Pong, []byte("probe"), time.Now().Add(c.srv.cfg.WriteTimeout)) != nil {
 			w.failProbe()
 			return errStop
 		}
@@ -381,7 +384,7 @@ func (c *Conn) writeLoop(w *wsConn) {
 				t.Stop()
 			}
 			w.lastWrite = time.Now()
-			if err := c.writePacket(w.ws, p); err != nil {
+			if err := c.writePacket(w.nc, p); err != nil {
 				c.failed(err, "write failed")
 				w.shut()
 				return // writing stays set: the session has ended
@@ -432,25 +435,129 @@ func (c *Conn) finishWS(w *wsConn) {
 	answered := c.byClient && c.final == Close
 	c.mu.Unlock()
 	if code != 1006 && !answered {
-		msg := websocket.FormatCloseMessage(code, reason)
-		_ = w.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+		_ = writeFrame(w.nc, opClose, 0, closePayload(code, reason), time.Now().Add(closeGrace))
 	}
 	w.shut()
 }
 
-func (c *Conn) writePacket(ws *websocket.Conn, p Packet) error {
-	_ = ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+func (c *Conn) writePacket(nc net.Conn, p Packet) error {
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
 	if p.Binary {
-		return ws.WriteMessage(websocket.BinaryMessage, p.Data)
+		return writeFrame(nc, opBinary, 0, p.Data, deadline)
 	}
-	w, err := ws.NextWriter(websocket.TextMessage)
-	if err != nil {
-		return err
-	}
-	_, _ = w.Write([]byte{p.Type})
-	_, _ = w.Write(p.Data)
-	return w.Close()
+	return writeFrame(nc, opText, p.Type, p.Data, deadline)
 }
+
+// Server frame opcodes (RFC 6455 §5.2).
+const (
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPong   = 0xA
+)
+
+// frameBufs hold a frame while it is written; an idle session holds none.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledFrame: larger frames' buffers are left to the collector.
+const maxPooledFrame = 64 << 10
+
+// writeFrame writes one final, unmasked frame: the packet type character
+// first when typ is not 0, then data. One Write per frame: the socket
+// serialises whole writes, so the writer's frames and the reader's control
+// frames (pong, close) never interleave.
+func writeFrame(nc net.Conn, op, typ byte, data []byte, deadline time.Time) error {
+	n := len(data)
+	if typ != 0 {
+		n++
+	}
+	bp := frameBufs.Get().(*[]byte)
+	b := append((*bp)[:0], 0x80|op)
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n < 1<<16:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if typ != 0 {
+		b = append(b, typ)
+	}
+	b = append(b, data...)
+	err := nc.SetWriteDeadline(deadline)
+	if err == nil {
+		_, err = nc.Write(b)
+	}
+	if cap(b) <= maxPooledFrame {
+		*bp = b[:0]
+		frameBufs.Put(bp)
+	}
+	return err
+}
+
+// closePayload is a close frame's payload: the code, and the reason cut
+// to what a control frame holds.
+func closePayload(code int, reason string) []byte {
+	if code == websocket.CloseNoStatusReceived {
+		return nil
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	return websocket.FormatCloseMessage(code, reason)
+}
+
+// upgrade completes the WebSocket handshake (RFC 6455 §4.2) and returns
+// the socket; on error the client has been answered. It checks what
+// gorilla's Upgrader checks (origins were checked before) and answers the
+// same errors.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
+	fail := func(status int, why string) (net.Conn, error) {
+		writeError(w, status, codeBadRequest)
+		return nil, errors.New("websocket handshake: " + why)
+	}
+	switch {
+	case r.Method != http.MethodGet:
+		return fail(http.StatusMethodNotAllowed, "method is not GET")
+	case !websocket.IsWebSocketUpgrade(r):
+		return fail(http.StatusBadRequest, "not a WebSocket upgrade")
+	case r.Header.Get("Sec-Websocket-Version") != "13":
+		w.Header().Set("Sec-Websocket-Version", "13")
+		return fail(http.StatusBadRequest, "unsupported version")
+	}
+	key := r.Header.Get("Sec-Websocket-Key")
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		return fail(http.StatusBadRequest, "bad Sec-WebSocket-Key")
+	}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return fail(http.StatusInternalServerError, err.Error())
+	}
+	if brw.Reader.Buffered() > 0 {
+		// A client may not send before it has the answer.
+		_ = nc.Close()
+		return nil, errors.New("websocket handshake: client sent data before the handshake completed")
+	}
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	resp := make([]byte, 0, 160)
+	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = base64.StdEncoding.AppendEncode(resp, h[:])
+	resp = append(resp, "\r\n\r\n"...)
+	// The HTTP server's deadlines are for requests, not for the socket.
+	_ = nc.SetDeadline(time.Time{})
+	_ = nc.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := nc.Write(resp); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	_ = nc.SetWriteDeadline(time.Time{})
+	return nc, nil
+}
+
+// handshakeTimeout bounds writing the handshake's answer.
+const handshakeTimeout = 10 * time.Second
 
 // validCloseCode: the codes a peer may send (RFC 6455 §7.4).
 func validCloseCode(c int) bool {
