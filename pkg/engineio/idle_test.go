@@ -239,3 +239,30 @@ func TestPollingSessionsHoldNoGoroutine(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	roomtest.WaitGoroutines(t, base)
 }
+
+// TestHandshakeErrors: the WebSocket handshake refuses what gorilla's
+// Upgrader refused, with Engine.IO's 400 body.
+func TestHandshakeErrors(t *testing.T) {
+	t.Parallel()
+	_, base := start(t, nil)
+	url := base + "&transport=websocket"
+	ok := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},
+		"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	tests := []struct {
+		name   string
+		edit   func(http.Header)
+		status int
+	}{
+		{"version 12", func(h http.Header) { h.Set("Sec-Websocket-Version", "12") }, 400},
+		{"no key", func(h http.Header) { h.Del("Sec-Websocket-Key") }, 400},
+		{"short key", func(h http.Header) { h.Set("Sec-Websocket-Key", "c2hvcnQ=") }, 400},
+		{"no upgrade token", func(h http.Header) { h.Set("Connection", "keep-alive") }, 400},
+	}
+	for _, tt := range tests {
+		h := ok.Clone()
+		tt.edit(h)
+		if status, body := do(t, "GET", url, "", h); status != tt.status || !strings.Contains(body, `"code":3`) {
+			t.Errorf("%s: %d %q, want %d with code 3", tt.name, status, body, tt.status)
+		}
+	}
+}
