@@ -17,9 +17,11 @@
 // WebSocket is read by package wsread's frame parser; with
 // Config.Poller its socket is watched by the gateway's epoll poller, the
 // same one /ws uses, and read on a short-lived goroutine when it has
-// something. Writing runs on a writer goroutine started when there is
-// something to send (Conn.Wake from the handler, Send, a ping) and ended
-// when there is nothing left. HTTP handlers return after the upgrade.
+// something. The package answers the WebSocket handshake and writes whole
+// frames itself, so a session keeps no gorilla Conn. Writing runs on a
+// writer goroutine started when there is something to send (Conn.Wake
+// from the handler, Send, a ping) and ended when there is nothing left.
+// HTTP handlers return after the upgrade.
 //
 // Goroutines, each with a way to end; the Server's WaitGroup tracks all
 // but the poller's reads, and Shutdown/Abort wait for it:
