@@ -203,10 +203,6 @@ var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 // still be closing.
 func (r *Reader) Break() { r.broken = true }
 
-// Idle reports whether the Reader holds nothing between messages: no
-// unfinished frame and no fragments.
-func (r *Reader) Idle() bool { return len(r.buf) == 0 && r.msg == nil && !r.inMessage }
-
 // inflate decompresses one message, refusing more than limit bytes (a
 // small compressed frame can expand enormously).
 func inflate(p []byte, limit int) ([]byte, error) {
