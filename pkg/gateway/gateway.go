@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/config"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -66,8 +67,10 @@ type Gateway struct {
 	admit    *admission
 	poller   *session.Poller // nil: a reader goroutine per connection
 	sessCfg  session.Config
-	srv      *http.Server
-	ln       net.Listener
+	// The rules every transport's clients share.
+	clientOpts client.Options
+	srv        *http.Server
+	ln         net.Listener
 
 	// The embedded server's store: locked while it runs, and removed
 	// after it when it was a temporary one.
@@ -171,9 +174,6 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		Memory: cfg.History.Memory, MemoryBytes: cfg.History.MemoryBytes, FetchTimeout: cfg.History.FetchTimeout,
 		ResumeRate: cfg.History.ResumesPerSecond, ResumeBurst: cfg.History.ResumeBurst,
 	}
-	if cfg.Compression.Enabled {
-		hopts.CompressMinBytes = max(cfg.Compression.MinBytes, 1)
-	}
 	live := ""
 	if cfg.History.Enabled {
 		hcfg := broker.HistoryConfig{
@@ -209,18 +209,23 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
 	}
+	g.clientOpts = client.Options{
+		MaxRooms:     cfg.Limits.MaxRoomsPerConnection,
+		CommandRate:  cfg.Limits.CommandsPerSecond,
+		CommandBurst: cfg.Limits.CommandBurst,
+		History:      g.history,
+	}
 	g.sessCfg = session.Config{
 		PingInterval:  cfg.PingInterval,
 		PongTimeout:   cfg.PongTimeout,
 		WriteTimeout:  cfg.WriteTimeout,
 		MaxFrameBytes: int64(cfg.Limits.MaxFrameBytes),
-		MaxRooms:      cfg.Limits.MaxRoomsPerConnection,
-		CommandRate:   cfg.Limits.CommandsPerSecond,
-		CommandBurst:  cfg.Limits.CommandBurst,
+		Client:        g.clientOpts,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
-		CoalesceDelay: cfg.Queue.CoalesceDelay,
-		History:       g.history,
-		Poller:        g.poller,
+		// Compress is set per client, when it negotiated permessage-deflate.
+		CompressMinBytes: max(cfg.Compression.MinBytes, 1),
+		CoalesceDelay:    cfg.Queue.CoalesceDelay,
+		Poller:           g.poller,
 		Outbox: outbox.Limits{
 			ConflateAfter: cfg.Queue.ConflateAfter,
 			MaxMessages:   cfg.Queue.MaxMessages,

@@ -47,16 +47,13 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		// Socket.IO sessions count against limits.max_connections and
 		// max_connections_per_ip like WebSocket connections, once
 		// authenticated; see admitSocketIO.
-		Admit:        g.admitSocketIO,
-		MaxRooms:     g.cfg.Limits.MaxRoomsPerConnection,
-		CommandRate:  g.cfg.Limits.CommandsPerSecond,
-		CommandBurst: g.cfg.Limits.CommandBurst,
+		Admit:  g.admitSocketIO,
+		Client: g.clientOpts,
 		Outbox: outbox.Limits{
 			ConflateAfter: g.cfg.Queue.ConflateAfter,
 			MaxMessages:   g.cfg.Queue.MaxMessages,
 			MaxBytes:      g.cfg.Queue.MaxBytes,
 		},
-		History:     g.history,
 		CheckOrigin: g.admit.originAllowed,
 		Authorize:   authorize,
 		Conformance: c.Conformance,

@@ -32,17 +32,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/engineio"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 )
 
-// Grant is what an authorized connection may do.
-type Grant interface {
-	// Allows reports whether the connection may join room.
-	Allows(room string) bool
-}
+// Grant is what an authorized connection may do: the rooms it may join,
+// and, if it is a client.Expiring, until when.
+type Grant = client.Grant
 
 // Authorize decides a namespace CONNECT: r is the request that opened the
 // Engine.IO session, auth the CONNECT packet's payload (the client's auth
@@ -69,11 +68,8 @@ type Config struct {
 	ClientIP         func(*http.Request) string               // see engineio.Config
 	Admit            func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
 	FrameGap         time.Duration                            // see engineio.Config; conformance mode only
-	MaxRooms         int
-	CommandRate      float64 // sustained events per second per session
-	CommandBurst     int
+	Client           client.Options                           // rooms, command budget (events and CONNECTs), history
 	Outbox           outbox.Limits
-	History          bool // join may carry since
 	CheckOrigin      func(*http.Request) bool
 	// Authorize, if set, decides every CONNECT; nil allows everything.
 	Authorize Authorize
