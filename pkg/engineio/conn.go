@@ -157,6 +157,10 @@ func (c *Conn) end(final byte, code int, reason string, byClient bool) {
 }
 
 // abort ends the session and drops its sockets at once.
+// Abort drops the session without a close packet or frame, as a crash
+// would.
+func (c *Conn) Abort() { c.abort() }
+
 func (c *Conn) abort() {
 	c.close(Close, 1006, "aborted")
 	c.mu.Lock()

@@ -340,6 +340,15 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
 	for _, c := range s.stop() {
 		c.close(Close, code, reason)
 	}
+	return s.Wait(ctx)
+}
+
+// Stop refuses new sessions and returns the open ones, for a caller that
+// closes them itself (a drain spread over time); then Wait.
+func (s *Server) Stop() []*Conn { return s.stop() }
+
+// Wait waits for every session's goroutines to end, or until ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

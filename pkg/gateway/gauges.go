@@ -16,7 +16,11 @@ func (g *Gateway) registerGauges() {
 			defer g.mu.Unlock()
 			total := 0
 			for s := range g.sessions {
-				m, b := s.Queued()
+				q, ok := s.(queuer)
+				if !ok {
+					continue
+				}
+				m, b := q.Queued()
 				switch what {
 				case 0:
 					total += m

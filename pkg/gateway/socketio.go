@@ -128,15 +128,37 @@ func (g *Gateway) withSocketIO(mux http.Handler) http.Handler {
 	})
 }
 
-func (g *Gateway) stopSocketIO(ctx context.Context) error {
-	var errs []error
-	if g.sio != nil {
-		errs = append(errs, g.sio.Shutdown(ctx))
+// socketIOSessions stops Socket.IO (and the conformance echo) taking new
+// sessions and returns the open ones, for the drain.
+func (g *Gateway) socketIOSessions() []clientConn {
+	var out []clientConn
+	for _, s := range []*engineio.Server{g.sioEngine(), g.eioEcho} {
+		if s == nil {
+			continue
+		}
+		for _, c := range s.Stop() {
+			out = append(out, c)
+		}
 	}
-	if g.eioEcho != nil {
-		errs = append(errs, g.eioEcho.Shutdown(ctx, 1012, "server shutting down"))
+	return out
+}
+
+// waitSocketIO waits for the Socket.IO sessions the drain closed to end.
+func (g *Gateway) waitSocketIO(ctx context.Context) error {
+	var errs []error
+	for _, s := range []*engineio.Server{g.sioEngine(), g.eioEcho} {
+		if s != nil {
+			errs = append(errs, s.Wait(ctx))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func (g *Gateway) sioEngine() *engineio.Server {
+	if g.sio == nil {
+		return nil
+	}
+	return g.sio.Engine()
 }
 
 func (g *Gateway) abortSocketIO() {

@@ -117,6 +117,10 @@ func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, 
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eio.ServeHTTP(w, r) }
 
+// Engine is the Engine.IO server under s, for the gateway's drain
+// (Stop, then Close each session, then Wait).
+func (s *Server) Engine() *engineio.Server { return s.eio }
+
 // Sessions returns the number of open sessions.
 func (s *Server) Sessions() int { return s.eio.Len() }
 
