@@ -293,7 +293,7 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 			return nil, status
 		}
 	}
-	c := newConn(s, newID(), ip, r, ws)
+	c := newConn(s, NewID(), ip, r, ws)
 	c.slot = slot
 	s.sessions[c.id] = c
 	s.perIP[ip]++
@@ -389,7 +389,9 @@ func writeError(w http.ResponseWriter, status, code int) {
 	_, _ = w.Write(b)
 }
 
-func newID() string {
+// NewID returns a random id of 120 bits, URL-safe: Engine.IO session ids,
+// and Socket.IO's namespace connection ids.
+func NewID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])

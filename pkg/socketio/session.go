@@ -1,8 +1,6 @@
 package socketio
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -183,7 +181,7 @@ func (ss *session) connect(p packet) {
 	}
 	sid, _ := json.Marshal(struct {
 		SID string `json:"sid"`
-	}{newID()})
+	}{engineio.NewID()})
 	ss.send(appendHeader(nil, typeConnect, 0, p.Nsp, 0, false), sid)
 	if ss.srv.cfg.Conformance {
 		if len(auth) == 0 {
@@ -426,12 +424,6 @@ func appendFailed(dst []engineio.Packet, a asked, r *outbox.Reply) []engineio.Pa
 	return append(dst, engineio.Packet{Type: engineio.Message, Data: appendArray(b, ack)})
 }
 
-// newID returns a random id for a namespace connection.
-func newID() string {
-	var b [15]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
 
 // updatePacket is the Socket.IO EVENT update_data carrying the update's
 // payload.
