@@ -150,7 +150,7 @@ type rawRoom struct {
 	mu      sync.Mutex
 	members []*outbox.Outbox
 	index   map[*outbox.Outbox]int
-	last    []byte // latest frame, the joiner's snapshot
+	last    *outbox.Publication // latest update, the joiner's snapshot
 }
 
 func newRawServer(cfg rawConfig, src *broker.Rooms, nc *nats.Conn) *rawServer {
@@ -214,17 +214,17 @@ func (s *rawServer) serveConn(c net.Conn) {
 		cmd, perr := protocol.ParseCommand(bytes.TrimSpace(line))
 		switch {
 		case perr != nil:
-			box.Push(outbox.Message{Frame: protocol.AppendError(nil, perr)})
+			box.Push(outbox.ErrorReply(perr))
 		case cmd.Op == protocol.OpJoin:
 			if err := s.join(box, cmd); err != nil {
-				box.Push(outbox.Message{Frame: protocol.AppendError(nil, &protocol.Error{Code: "internal", Message: err.Error(), Room: cmd.Room})})
+				box.Push(outbox.ErrorReply(&protocol.Error{Code: "internal", Message: err.Error(), Room: cmd.Room}))
 				continue
 			}
 			joined[cmd.Room] = struct{}{}
 		default:
 			s.leave(box, cmd.Room)
 			delete(joined, cmd.Room)
-			box.Push(outbox.Message{Frame: protocol.AppendLeft(nil, cmd.Room, cmd.ID, cmd.HasID), Room: cmd.Room})
+			box.Push(outbox.Message{Reply: &outbox.Reply{Kind: outbox.Left, Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID}})
 		}
 	}
 	close(done)
@@ -258,9 +258,9 @@ func (s *rawServer) join(box *outbox.Outbox, cmd protocol.Command) error {
 		r.index[box] = len(r.members)
 		r.members = append(r.members, box)
 	}
-	box.Push(outbox.Message{Frame: protocol.AppendJoined(nil, cmd.Room, cmd.ID, cmd.HasID), Room: cmd.Room})
+	box.Push(outbox.Message{Reply: &outbox.Reply{Kind: outbox.Joined, Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID}})
 	if r.last != nil {
-		box.Push(outbox.Message{Frame: r.last, Room: r.name, Update: true})
+		box.Push(outbox.Message{Pub: r.last, Snapshot: true})
 	}
 	r.mu.Unlock()
 	s.mu.Unlock()
@@ -300,11 +300,11 @@ func (s *rawServer) deliver(r *rawRoom, d broker.Delivery) {
 	if len(d.Payload) > s.cfg.maxUpdate || protocol.CompactPayload(&r.scratch, d.Payload) != nil {
 		return
 	}
-	frame := protocol.AppendUpdate(make([]byte, 0, r.scratch.Len()+len(r.name)+96),
-		protocol.Update{Room: r.name, Seq: d.Seq, Prev: d.Prev, Data: r.scratch.Bytes()})
-	msg := outbox.Message{Frame: frame, Room: r.name, Update: true}
+	pub := outbox.NewPublication(r.name, d.Seq, d.Prev, false, bytes.Clone(r.scratch.Bytes()), 0)
+	pub.JSON() // encoded once, here, as the gateway's first writer does
+	msg := outbox.Message{Pub: pub}
 	r.mu.Lock()
-	r.last = frame
+	r.last = pub
 	for _, m := range r.members {
 		m.Push(msg)
 	}
@@ -334,16 +334,24 @@ func (s *rawServer) writeLoop(c net.Conn, box *outbox.Outbox, done <-chan struct
 	}
 }
 
+// rawText is m's native JSON: an update's is shared, a reply's is made.
+func rawText(m *outbox.Message) []byte {
+	if m.Pub != nil {
+		return m.Pub.JSON()
+	}
+	return m.AppendJSON(nil)
+}
+
 // writeBatch writes the batch as frames of about batchBytes, the messages
 // of a frame joined with "\n", one write call per frame.
 func (s *rawServer) writeBatch(c net.Conn, batch []outbox.Message) error {
 	for len(batch) > 0 {
 		size, n := 0, 0
-		for n < len(batch) && (n == 0 || size+len(batch[n].Frame) < s.cfg.batchBytes) {
+		for n < len(batch) && (n == 0 || size+len(rawText(&batch[n])) < s.cfg.batchBytes) {
 			if n > 0 {
 				size++
 			}
-			size += len(batch[n].Frame)
+			size += len(rawText(&batch[n]))
 			n++
 		}
 		bp, _ := s.pool.Get().(*[]byte)
@@ -355,7 +363,7 @@ func (s *rawServer) writeBatch(c net.Conn, batch []outbox.Message) error {
 			if i > 0 {
 				buf = append(buf, '\n')
 			}
-			buf = append(buf, m.Frame...)
+			buf = append(buf, rawText(&m)...)
 		}
 		if err := c.SetWriteDeadline(time.Now().Add(rawWriteTimeout)); err != nil {
 			return err

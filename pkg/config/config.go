@@ -11,6 +11,7 @@ import (
 
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/producer"
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
@@ -296,34 +297,16 @@ type Producer struct {
 }
 
 // ProducerRoom is one generated room.
-type ProducerRoom struct {
-	Room     string        `mapstructure:"room"`
-	Title    string        `mapstructure:"title"`
-	Interval time.Duration `mapstructure:"interval"`
-	// Generator, when set, generates the whole room (GeneratorSalesDay,
-	// GeneratorVisitorsDay) and Metrics stays empty.
-	Generator string           `mapstructure:"generator"`
-	Metrics   []ProducerMetric `mapstructure:"metrics"`
-}
-
-// Room generators: simulations of a shop's day (pkg/producer), for the
-// demo and the sample deployments.
-const (
-	GeneratorSalesDay    = "sales_day"
-	GeneratorVisitorsDay = "visitors_day"
-)
+type ProducerRoom = producer.Room
 
 // ProducerMetric is one generated metric.
-type ProducerMetric struct {
-	Key       string  `mapstructure:"key"`
-	Label     string  `mapstructure:"label"`
-	Unit      string  `mapstructure:"unit"`
-	Generator string  `mapstructure:"generator"` // uniform or walk
-	Min       float64 `mapstructure:"min"`
-	Max       float64 `mapstructure:"max"`
-	Step      float64 `mapstructure:"step"` // walk: largest change per tick
-	Decimals  int     `mapstructure:"decimals"`
-}
+type ProducerMetric = producer.Metric
+
+// Room generators (pkg/producer).
+const (
+	GeneratorSalesDay    = producer.GeneratorSalesDay
+	GeneratorVisitorsDay = producer.GeneratorVisitorsDay
+)
 
 // Default returns the built-in configuration, which config.yaml repeats.
 func Default() Config {

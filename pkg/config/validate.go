@@ -277,22 +277,6 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Entry is the room's catalogue entry.
-func (r ProducerRoom) Entry() catalog.Entry {
-	e := catalog.Entry{Room: r.Room, Title: catalog.Plain(r.Title), IntervalMS: r.Interval.Milliseconds(), Metrics: []catalog.Metric{}}
-	if r.Title == "" {
-		e.Title = catalog.Plain(r.Room)
-	}
-	for _, m := range r.Metrics {
-		label := m.Label
-		if label == "" {
-			label = m.Key
-		}
-		e.Metrics = append(e.Metrics, catalog.Metric{Key: m.Key, Label: catalog.Plain(label), Unit: catalog.Plain(m.Unit)})
-	}
-	return e
-}
-
 // validateSecurity checks auth, tls and the NATS credentials. Files are
 // read when the gateway starts, which names the key if one is unusable.
 func (c *Config) validateSecurity(bad func(key, format string, a ...any)) {

@@ -273,6 +273,10 @@ func (c *Conn) closeHandler() {
 	c.srv.log.Debug("session closed", "sid", c.id, "reason", c.reason)
 }
 
+// Abort drops the session without a close packet or frame, as a crash
+// would.
+func (c *Conn) Abort() { c.abort() }
+
 // abort ends the session and drops its sockets at once.
 func (c *Conn) abort() {
 	c.close(Close, 1006, "aborted")

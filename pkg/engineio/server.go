@@ -287,7 +287,7 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 			return nil, status
 		}
 	}
-	c := newConn(s, newID(), ip, r, ws)
+	c := newConn(s, NewID(), ip, r, ws)
 	c.slot = slot
 	s.sessions[c.id] = c
 	s.perIP[ip]++
@@ -340,6 +340,15 @@ func (s *Server) Shutdown(ctx context.Context, code int, reason string) error {
 	for _, c := range s.stop() {
 		c.close(Close, code, reason)
 	}
+	return s.Wait(ctx)
+}
+
+// Stop refuses new sessions and returns the open ones, for a caller that
+// closes them itself (a drain spread over time); then Wait.
+func (s *Server) Stop() []*Conn { return s.stop() }
+
+// Wait waits for every session's goroutines to end, or until ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -380,7 +389,9 @@ func writeError(w http.ResponseWriter, status, code int) {
 	_, _ = w.Write(b)
 }
 
-func newID() string {
+// NewID returns a random id of 120 bits, URL-safe: Engine.IO session ids,
+// and Socket.IO's namespace connection ids.
+func NewID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])

@@ -29,12 +29,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/config"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/session"
+	"github.com/roomcast/roomcast/pkg/sse"
 
 	"github.com/roomcast/roomcast/pkg/engineio"
 	"github.com/roomcast/roomcast/pkg/socketio"
@@ -66,8 +68,11 @@ type Gateway struct {
 	admit    *admission
 	poller   *session.Poller // nil: a reader goroutine per connection
 	sessCfg  session.Config
-	srv      *http.Server
-	ln       net.Listener
+	// The rules every transport's clients share.
+	clientOpts client.Options
+	sseCfg     sse.Config
+	srv        *http.Server
+	ln         net.Listener
 
 	// The embedded server's store: locked while it runs, and removed
 	// after it when it was a temporary one.
@@ -91,9 +96,9 @@ type Gateway struct {
 	cancel   context.CancelFunc // stops the background goroutines
 	bg       sync.WaitGroup     // HTTP server, catalogue watcher, refresher
 
-	mu       sync.Mutex // guards sessions
-	sessions map[*session.Session]struct{}
-	conns    sync.WaitGroup // session handlers
+	mu       sync.Mutex              // guards sessions
+	sessions map[clientConn]struct{} // /ws sessions and SSE streams
+	conns    sync.WaitGroup          // session handlers
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -114,7 +119,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		cfg:      cfg,
 		log:      log,
 		registry: prometheus.NewRegistry(),
-		sessions: make(map[*session.Session]struct{}),
+		sessions: make(map[clientConn]struct{}),
 		refresh:  make(chan struct{}, 1),
 	}
 	g.natsCreds, g.producerCreds = cfg.NATS.Credentials(), cfg.NATS.Credentials()
@@ -171,9 +176,6 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		Memory: cfg.History.Memory, MemoryBytes: cfg.History.MemoryBytes, FetchTimeout: cfg.History.FetchTimeout,
 		ResumeRate: cfg.History.ResumesPerSecond, ResumeBurst: cfg.History.ResumeBurst,
 	}
-	if cfg.Compression.Enabled {
-		hopts.CompressMinBytes = max(cfg.Compression.MinBytes, 1)
-	}
 	live := ""
 	if cfg.History.Enabled {
 		hcfg := broker.HistoryConfig{
@@ -209,23 +211,33 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
 	}
+	g.clientOpts = client.Options{
+		MaxRooms:     cfg.Limits.MaxRoomsPerConnection,
+		CommandRate:  cfg.Limits.CommandsPerSecond,
+		CommandBurst: cfg.Limits.CommandBurst,
+		History:      g.history,
+	}
 	g.sessCfg = session.Config{
 		PingInterval:  cfg.PingInterval,
 		PongTimeout:   cfg.PongTimeout,
 		WriteTimeout:  cfg.WriteTimeout,
 		MaxFrameBytes: int64(cfg.Limits.MaxFrameBytes),
-		MaxRooms:      cfg.Limits.MaxRoomsPerConnection,
-		CommandRate:   cfg.Limits.CommandsPerSecond,
-		CommandBurst:  cfg.Limits.CommandBurst,
+		Client:        g.clientOpts,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
-		CoalesceDelay: cfg.Queue.CoalesceDelay,
-		History:       g.history,
-		Poller:        g.poller,
+		// Compress is set per client, when it negotiated permessage-deflate.
+		CompressMinBytes: max(cfg.Compression.MinBytes, 1),
+		CoalesceDelay:    cfg.Queue.CoalesceDelay,
+		Poller:           g.poller,
 		Outbox: outbox.Limits{
 			ConflateAfter: cfg.Queue.ConflateAfter,
 			MaxMessages:   cfg.Queue.MaxMessages,
 			MaxBytes:      cfg.Queue.MaxBytes,
 		},
+	}
+	g.sseCfg = sse.Config{
+		Client: g.clientOpts, Outbox: g.sessCfg.Outbox,
+		PingInterval: cfg.PingInterval, WriteTimeout: cfg.WriteTimeout,
+		Retry: time.Second, // then the load balancer picks a replica
 	}
 	g.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -416,15 +428,21 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 func (g *Gateway) shutdown(ctx context.Context) error {
 	start := time.Now()
 	g.draining.Store(true)
-	// Socket.IO first: a waiting long-poll is an active request that
-	// srv.Shutdown would otherwise wait for.
-	errSIO := g.stopSocketIO(ctx)
-	// Closes the listener; hijacked WebSocket connections are ours to close.
-	errHTTP := g.srv.Shutdown(ctx)
+	// srv.Shutdown closes the listener and idle keep-alive connections at
+	// once, then waits for the requests in progress: SSE streams and
+	// waiting long-polls, which end as the drain below closes them.
+	// Hijacked WebSocket connections are ours to close.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- g.srv.Shutdown(ctx) }()
 
-	sessions := g.openSessions()
-	g.log.Info("shutting down", "clients", len(sessions), "drain_window", g.cfg.DrainWindow)
-	closeSpread(ctx, sessions, g.cfg.DrainWindow)
+	// One drain for every transport: /ws, SSE and Socket.IO clients are
+	// closed one after another over drain_window, in one order.
+	clients := g.openSessions()
+	clients = append(clients, g.socketIOSessions()...)
+	g.log.Info("shutting down", "clients", len(clients), "drain_window", g.cfg.DrainWindow)
+	closeSpread(ctx, clients, g.cfg.DrainWindow)
+	errSIO := g.waitSocketIO(ctx)
+	errHTTP := <-httpDone
 
 	var errConns error
 	done := make(chan struct{})
@@ -453,21 +471,34 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	return err
 }
 
-// openSessions lists the sessions now open.
-func (g *Gateway) openSessions() []*session.Session {
+// clientConn is one client connection the gateway tracks and drains,
+// whatever its transport.
+type clientConn interface {
+	// Close tells the client to go and come back elsewhere, the
+	// transport's way (a WebSocket close code, an SSE close event and the
+	// end of the stream).
+	Close(code int, reason string)
+	Abort() // drop it as a crash would
+}
+
+// queuer is a tracked client whose queue the gauges sum.
+type queuer interface{ Queued() (messages, bytes int) }
+
+// openSessions lists the /ws sessions and SSE streams now open.
+func (g *Gateway) openSessions() []clientConn {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	sessions := make([]*session.Session, 0, len(g.sessions))
+	sessions := make([]clientConn, 0, len(g.sessions))
 	for s := range g.sessions {
 		sessions = append(sessions, s)
 	}
 	return sessions
 }
 
-// closeSpread closes the sessions with 1012 one after another over window,
-// so that their clients come back to the other replicas as a ramp. If ctx
-// ends first, the rest are closed at once.
-func closeSpread(ctx context.Context, sessions []*session.Session, window time.Duration) {
+// closeSpread closes the clients with 1012 one after another over window,
+// so that they come back to the other replicas as a ramp. If ctx ends
+// first, the rest are closed at once.
+func closeSpread(ctx context.Context, sessions []clientConn, window time.Duration) {
 	start := time.Now()
 	for i, s := range sessions {
 		at := start.Add(window * time.Duration(i) / time.Duration(len(sessions)))

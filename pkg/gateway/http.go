@@ -6,15 +6,19 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/catalog"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/session"
+	"github.com/roomcast/roomcast/pkg/sse"
 	"github.com/roomcast/roomcast/pkg/web"
 )
 
@@ -22,6 +26,7 @@ func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /", staticHandler())
 	mux.HandleFunc("GET /ws", g.serveWS)
+	mux.HandleFunc("GET /sse", g.serveSSE)
 	mux.HandleFunc("GET /api/rooms", g.serveRooms)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -99,12 +104,13 @@ func staticHandler() http.Handler {
 	})
 }
 
-// serveWS upgrades the request and starts the client's session.
-//
-// Before the upgrade, in this order: shutdown (503), origin (403), token
+// admitClient runs the checks every client connection passes, whatever
+// its transport, in this order: shutdown (503), origin (403), token
 // (401), connection limits (503 for the gateway, 429 for the client's IP,
-// both with Retry-After). Each refusal is counted.
-func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+// both with Retry-After). Each refusal is answered and counted; ok is
+// false then. An admitted client holds a connection slot of ip, which
+// the caller releases when the client has gone.
+func (g *Gateway) admitClient(w http.ResponseWriter, r *http.Request) (grant *auth.Grant, ip netip.Addr, ok bool) {
 	refuse := func(reason string, status int, msg string) {
 		g.metrics.ConnectionsRefused.WithLabelValues(reason).Inc()
 		if status != http.StatusForbidden {
@@ -114,27 +120,37 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.draining.Load() {
 		refuse("draining", http.StatusServiceUnavailable, "shutting down: reconnect to another replica")
-		return
+		return nil, ip, false
 	}
 	if !g.admit.originAllowed(r) {
 		refuse("origin", http.StatusForbidden, "origin not allowed (see allowed_origins)")
-		return
+		return nil, ip, false
 	}
 	grant, err := g.admit.authenticate(r)
 	if err != nil {
 		g.unauthorized(w, err)
-		return
+		return nil, ip, false
 	}
-	ip := g.admit.clientIP(r)
+	ip = g.admit.clientIP(r)
 	switch g.takeSlot(ip) {
 	case 0:
 	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
-		return
+		return nil, ip, false
 	default:
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "this gateway is full: try another replica later", http.StatusServiceUnavailable)
+		return nil, ip, false
+	}
+	return grant, ip, true
+}
+
+// serveWS upgrades the request and starts the client's session, once
+// admitClient has let it in.
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	grant, ip, ok := g.admitClient(w, r)
+	if !ok {
 		return
 	}
 	conn, err := g.upgrader.Upgrade(w, r, nil)
@@ -200,7 +216,44 @@ func (g *Gateway) track(s *session.Session, onDone func()) bool {
 	return true
 }
 
-func (g *Gateway) untrack(s *session.Session) {
+// serveSSE serves an event stream (package sse) once admitClient has let
+// the client in; it returns when the stream has ended.
+func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
+	joins, err := sse.ParseQuery(r)
+	if err != nil {
+		g.metrics.ConnectionsRefused.WithLabelValues("bad_handshake").Inc()
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	grant, ip, ok := g.admitClient(w, r)
+	if !ok {
+		return
+	}
+	defer g.admit.release(ip)
+	logArgs := []any{"remote", r.RemoteAddr, "client_ip", ip, "transport", "sse"}
+	if grant != nil {
+		logArgs = append(logArgs, "sub", grant.Subject)
+	}
+	var cg client.Grant
+	if grant != nil {
+		cg = grant
+	}
+	st := sse.New(g.hub, g.sseCfg, cg, g.metrics, g.log, logArgs...)
+	g.mu.Lock()
+	if g.draining.Load() { // Shutdown began since admitClient: it would not see st
+		g.mu.Unlock()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "shutting down: reconnect to another replica", http.StatusServiceUnavailable)
+		return
+	}
+	g.conns.Add(1)
+	g.sessions[st] = struct{}{}
+	g.mu.Unlock()
+	defer g.untrack(st)
+	st.Serve(w, r, joins)
+}
+
+func (g *Gateway) untrack(s clientConn) {
 	g.mu.Lock()
 	delete(g.sessions, s)
 	g.mu.Unlock()

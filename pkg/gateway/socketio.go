@@ -47,16 +47,13 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		// Socket.IO sessions count against limits.max_connections and
 		// max_connections_per_ip like WebSocket connections, once
 		// authenticated; see admitSocketIO.
-		Admit:        g.admitSocketIO,
-		MaxRooms:     g.cfg.Limits.MaxRoomsPerConnection,
-		CommandRate:  g.cfg.Limits.CommandsPerSecond,
-		CommandBurst: g.cfg.Limits.CommandBurst,
+		Admit:  g.admitSocketIO,
+		Client: g.clientOpts,
 		Outbox: outbox.Limits{
 			ConflateAfter: g.cfg.Queue.ConflateAfter,
 			MaxMessages:   g.cfg.Queue.MaxMessages,
 			MaxBytes:      g.cfg.Queue.MaxBytes,
 		},
-		History:     g.history,
 		CheckOrigin: g.admit.originAllowed,
 		Authorize:   authorize,
 		Conformance: c.Conformance,
@@ -134,15 +131,37 @@ func (g *Gateway) withSocketIO(mux http.Handler) http.Handler {
 	})
 }
 
-func (g *Gateway) stopSocketIO(ctx context.Context) error {
-	var errs []error
-	if g.sio != nil {
-		errs = append(errs, g.sio.Shutdown(ctx))
+// socketIOSessions stops Socket.IO (and the conformance echo) taking new
+// sessions and returns the open ones, for the drain.
+func (g *Gateway) socketIOSessions() []clientConn {
+	var out []clientConn
+	for _, s := range []*engineio.Server{g.sioEngine(), g.eioEcho} {
+		if s == nil {
+			continue
+		}
+		for _, c := range s.Stop() {
+			out = append(out, c)
+		}
 	}
-	if g.eioEcho != nil {
-		errs = append(errs, g.eioEcho.Shutdown(ctx, 1012, "server shutting down"))
+	return out
+}
+
+// waitSocketIO waits for the Socket.IO sessions the drain closed to end.
+func (g *Gateway) waitSocketIO(ctx context.Context) error {
+	var errs []error
+	for _, s := range []*engineio.Server{g.sioEngine(), g.eioEcho} {
+		if s != nil {
+			errs = append(errs, s.Wait(ctx))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func (g *Gateway) sioEngine() *engineio.Server {
+	if g.sio == nil {
+		return nil
+	}
+	return g.sio.Engine()
 }
 
 func (g *Gateway) abortSocketIO() {

@@ -6,9 +6,11 @@
 // Interest follows clients: a room's subscription is taken on its first
 // local join and dropped when its last local client has gone (after an
 // optional linger, so that a flapping room does not churn subscriptions).
-// Each update is validated and encoded once; the same bytes are queued to
-// every client's outbox, which never blocks (see package outbox for what
-// happens to a client that falls behind).
+// Each update is validated once and becomes a publication (a value:
+// room, seq, prev, payload, ts), the same one queued to every client's
+// outbox, which never blocks (see package outbox for what happens to a
+// client that falls behind). The hub knows no wire format: transports
+// encode a publication on first use and share the encoding.
 //
 // With history, updates carry the stream's seq and prev. The hub keeps
 // each room gap-free: a live update whose prev is newer than the last one
@@ -45,7 +47,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -98,10 +99,6 @@ type Options struct {
 	// Linger keeps an emptied room's subscription this long, in case the
 	// room is joined again.
 	Linger time.Duration
-	// CompressMinBytes, if positive, prepares update frames of at least
-	// this size for permessage-deflate: compressed once, on first use, and
-	// shared by every client that negotiated compression.
-	CompressMinBytes int
 }
 
 // Hub is safe for concurrent use.
@@ -208,7 +205,7 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 			h.release(r)
 		}
 	}()
-	reply := outbox.Message{Frame: protocol.AppendJoined(nil, req.Room, req.ID, req.HasID), Room: req.Room}
+	reply := outbox.Message{Reply: &outbox.Reply{Kind: outbox.Joined, Room: req.Room, ID: req.ID, HasID: req.HasID}}
 	// The whole join is answered within FetchTimeout, however many reads
 	// of the stream it needs.
 	deadline := time.Now().Add(h.opts.FetchTimeout)
@@ -667,7 +664,7 @@ func (h *Hub) lookup(name string) *room {
 // room is queued for m after it. Leaving a room m is not in only queues the
 // reply.
 func (h *Hub) Leave(m Member, name string, id int64, hasID bool) {
-	left := outbox.Message{Frame: protocol.AppendLeft(nil, name, id, hasID), Room: name}
+	left := outbox.Message{Reply: &outbox.Reply{Kind: outbox.Left, Room: name, ID: id, HasID: hasID}}
 	r := h.lookup(name)
 	if r == nil {
 		m.Push(left)
@@ -897,7 +894,7 @@ func (h *Hub) processLocked(r *room, seq, prev uint64, payload []byte, at time.T
 		r.mu.Unlock()
 		return
 	}
-	msg := outbox.Message{Frame: e.frame, Room: r.name, Update: true, Meta: e.meta}
+	msg := outbox.Message{Pub: e.pub}
 
 	conflated, n := 0, 0
 	r.mu.Lock()
@@ -932,7 +929,7 @@ func (h *Hub) valid(payload []byte) bool {
 	return len(payload) <= h.opts.MaxUpdateBytes && protocol.CompactPayload(&buf, payload) == nil
 }
 
-// entryFor validates a payload and encodes its update frame once;
+// entryFor validates a payload and makes its publication once;
 // invalid payloads are counted, logged (rate-limited) and refused. buf is
 // scratch space.
 func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed bool, payload []byte, at time.Time) (entry, bool) {
@@ -948,16 +945,9 @@ func (h *Hub) entryFor(buf *bytes.Buffer, room string, seq, prev uint64, missed 
 		}
 		return entry{}, false
 	}
-	frame := protocol.AppendUpdate(make([]byte, 0, buf.Len()+len(room)+96),
-		protocol.Update{Room: room, Seq: seq, Prev: prev, Missed: missed, Data: buf.Bytes()})
-	data := frame[len(frame)-1-buf.Len() : len(frame)-1 : len(frame)-1] // the compact payload inside the frame
-	meta := &outbox.UpdateMeta{Published: publishedAt(data), Data: data}
-	if h.opts.CompressMinBytes > 0 && len(frame) >= h.opts.CompressMinBytes {
-		// Once per update: gorilla frames it now and compresses it on the
-		// first write to a client that negotiated compression.
-		meta.Prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	}
-	return entry{room: room, seq: seq, prev: prev, at: at, frame: frame, meta: meta}, true
+	data := append(make([]byte, 0, buf.Len()), buf.Bytes()...)
+	pub := outbox.NewPublication(room, seq, prev, missed, data, publishedAt(data))
+	return entry{seq: seq, prev: prev, at: at, pub: pub}, true
 }
 
 // publishedAt returns the payload's top-level "ts" (unix milliseconds), or

@@ -59,7 +59,7 @@ func drain(t *testing.T, box *outbox.Outbox, want int) []string {
 		case <-box.Ready():
 			batch, _ := box.Take(nil)
 			for _, m := range batch {
-				got = append(got, string(m.Frame))
+				got = append(got, string(m.AppendJSON(nil)))
 			}
 		case <-time.After(10 * time.Millisecond):
 		}

@@ -161,7 +161,7 @@ func startReader(box *outbox.Outbox) *reader {
 					Seq    uint64
 					Missed bool
 				}
-				_ = json.Unmarshal(m.Frame, &u)
+				_ = json.Unmarshal(m.AppendJSON(nil), &u)
 				if u.Op == "update" {
 					r.seqs = append(r.seqs, u.Seq)
 					if u.Missed {
@@ -649,7 +649,7 @@ func BenchmarkResume(b *testing.B) {
 				for got < behind {
 					batch, _ = box.Take(batch)
 					for _, m := range batch {
-						if m.Update {
+						if m.IsUpdate() {
 							got++
 						}
 					}

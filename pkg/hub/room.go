@@ -7,7 +7,6 @@ import (
 
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/outbox"
-	"github.com/roomcast/roomcast/pkg/protocol"
 	"github.com/roomcast/roomcast/pkg/ratelimit"
 )
 
@@ -172,32 +171,23 @@ func (r *room) windowLocked(count int, from time.Time) (pending []entry, ok bool
 	return r.ring.from(i), true
 }
 
-// entry is one encoded update, shared by every client that gets it.
+// entry is one update of the room, shared by every client that gets it.
 type entry struct {
-	room      string
 	seq, prev uint64
 	at        time.Time // when the stream stored it (or the gateway got it)
-	frame     []byte
-	meta      *outbox.UpdateMeta
+	pub       *outbox.Publication
 }
 
 // replay is the entry as a replayed update.
-func (e *entry) replay() outbox.Message {
-	return outbox.Message{Frame: e.frame, Room: e.room, Update: true, Replay: true, Meta: e.meta}
-}
+func (e *entry) replay() outbox.Message { return outbox.Message{Pub: e.pub, Replay: true} }
 
 // snapshot is the entry as a join's snapshot.
-func (e *entry) snapshot() outbox.Message {
-	return outbox.Message{Frame: e.frame, Room: e.room, Update: true, Snapshot: true, Meta: e.meta}
-}
+func (e *entry) snapshot() outbox.Message { return outbox.Message{Pub: e.pub, Snapshot: true} }
 
 // flagMissed returns a copy of e flagged missed: the client lacks updates
 // before it that nobody can give it any more.
 func (e *entry) flagMissed() entry {
-	frame := protocol.AppendUpdate(make([]byte, 0, len(e.frame)+16),
-		protocol.Update{Room: e.room, Seq: e.seq, Prev: e.prev, Missed: true, Data: e.meta.Data})
-	meta := &outbox.UpdateMeta{Published: e.meta.Published, Data: e.meta.Data}
-	return entry{room: e.room, seq: e.seq, prev: e.prev, at: e.at, frame: frame, meta: meta}
+	return entry{seq: e.seq, prev: e.prev, at: e.at, pub: e.pub.WithMissed()}
 }
 
 // ring holds a room's recent updates, bounded by count and by bytes; the
@@ -228,7 +218,7 @@ func (q *ring) last() *entry {
 }
 
 func (q *ring) push(e entry) {
-	for q.n > 0 && (q.n >= q.max || q.bytes+len(e.frame) > q.maxBytes) {
+	for q.n > 0 && (q.n >= q.max || q.bytes+e.pub.Size() > q.maxBytes) {
 		q.popFront()
 	}
 	if len(q.buf) < q.max && q.n == len(q.buf) {
@@ -241,12 +231,12 @@ func (q *ring) push(e entry) {
 	}
 	*q.at(q.n) = e
 	q.n++
-	q.bytes += len(e.frame)
+	q.bytes += e.pub.Size()
 }
 
 func (q *ring) popFront() {
 	e := q.at(0)
-	q.bytes -= len(e.frame)
+	q.bytes -= e.pub.Size()
 	*e = entry{}
 	q.start = (q.start + 1) % len(q.buf)
 	q.n--

@@ -53,9 +53,9 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		ConnectionsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_connections_accepted_total", Help: "WebSocket connections accepted."}),
+			Name: "roomcast_connections_accepted_total", Help: "Client connections accepted: /ws, SSE streams, Socket.IO sessions."}),
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "roomcast_connections", Help: "Open WebSocket connections."}),
+			Name: "roomcast_connections", Help: "Open client connections: /ws, SSE streams, Socket.IO sessions."}),
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_disconnects_total", Help: "Connections and Socket.IO sessions closed, by WebSocket close code (1006: ended without a close frame; other: a client's code outside the known ones) and by who closed (client, server)."}, []string{"code", "by"}),
 		UpdatesReceived: prometheus.NewCounter(prometheus.CounterOpts{

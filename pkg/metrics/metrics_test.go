@@ -16,7 +16,7 @@ func TestObserveSentKeepsReplaysApart(t *testing.T) {
 	m := New(prometheus.NewRegistry())
 	now := time.UnixMilli(1_000_000)
 	live := func(ts int64) outbox.Message {
-		return outbox.Message{Update: true, Meta: &outbox.UpdateMeta{Published: ts}}
+		return outbox.Message{Pub: outbox.NewPublication("r", 1, 0, false, []byte(`{}`), ts)}
 	}
 	replay := func(ts int64) outbox.Message {
 		msg := live(ts)
@@ -25,9 +25,9 @@ func TestObserveSentKeepsReplaysApart(t *testing.T) {
 	}
 	// A frame with a snapshot 30 s old and two live updates 2 and 5 ms
 	// old: latency 5 ms, replay age 30 s.
-	m.ObserveSent(now, []outbox.Message{replay(now.UnixMilli() - 30_000), live(now.UnixMilli() - 2), live(now.UnixMilli() - 5), {}})
+	m.ObserveSent(now, []outbox.Message{replay(now.UnixMilli() - 30_000), live(now.UnixMilli() - 2), live(now.UnixMilli() - 5), {Reply: &outbox.Reply{Kind: outbox.Left}}})
 	// A reply alone: nothing observed.
-	m.ObserveSent(now, []outbox.Message{{Frame: []byte("joined")}})
+	m.ObserveSent(now, []outbox.Message{{Reply: &outbox.Reply{Kind: outbox.Joined, Room: "r"}}})
 	check := func(h prometheus.Histogram, count uint64, sum float64) {
 		t.Helper()
 		var pb dto.Metric

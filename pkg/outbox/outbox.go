@@ -29,19 +29,18 @@ package outbox
 import (
 	"sync"
 
-	"github.com/gorilla/websocket"
+	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
-// Message is one queued server message.
+// Message is one queued server message: an update (Pub) or a reply
+// (Reply), as values. How a message looks on the wire is the transport's
+// business; the queue only needs its room and its size.
 type Message struct {
-	// Frame is the encoded message. It is shared with other clients and
-	// must not be modified.
-	Frame []byte
-	// Room is the room an update belongs to; conflation matches on it.
-	Room string
-	// Update marks a room update, which a newer update of the same room
-	// may replace. Replies (joined, left, error) are never replaced.
-	Update bool
+	// Pub is the update, shared with every client that gets it; nil for a
+	// reply.
+	Pub *Publication
+	// Reply is a reply to the client's command; nil for an update.
+	Reply *Reply
 	// Replay marks a stored update replayed to a resuming client: it is
 	// never replaced by conflation (a resume must arrive whole), and it is
 	// not live, so its age is not publish-to-send latency.
@@ -49,60 +48,174 @@ type Message struct {
 	// Snapshot marks the latest update sent on a join: not live either,
 	// but a newer update of the room may replace it (latest wins).
 	Snapshot bool
-	// Meta is what an update carries besides its bytes, made once per
-	// update and shared by every client's copy; nil for replies. Keeping
-	// it behind a pointer keeps Message at 56 bytes: at 10,000 clients the
-	// queues' size decides the fan-out's cache misses (BenchmarkFanout).
-	Meta *UpdateMeta
 }
 
-// UpdateMeta is shared by all queued copies of one update.
-type UpdateMeta struct {
-	// Published is the update's "ts" (unix milliseconds at publish), 0 if
-	// it has none; the writer measures publish-to-send latency per frame
-	// with it.
-	Published int64
-	// Prepared, if set, is the frame prepared for permessage-deflate,
-	// shared by all clients: compressed once per gateway, not per client.
-	Prepared *websocket.PreparedMessage
-	// Data is the compact producer payload inside the frame.
-	Data []byte
+// IsUpdate reports whether m is a room update, which a newer update of the
+// same room may replace; replies are never replaced.
+func (m *Message) IsUpdate() bool { return m.Pub != nil }
 
-	altOnce sync.Once
-	alt     []byte
+// Room is the room of an update or of a reply ("" for a reply to a
+// command that named none).
+func (m *Message) Room() string {
+	if m.Pub != nil {
+		return m.Pub.Room
+	}
+	if m.Reply != nil {
+		return m.Reply.Room
+	}
+	return ""
 }
 
-// Alt returns the update in another protocol's encoding (Socket.IO's
-// update_data packet), built from Data by the first client that asks and
-// shared by the rest: once per update, not once per client. There is one
-// alternative per update, so every caller must pass the same build. The
-// result must not be modified.
-func (u *UpdateMeta) Alt(build func(data []byte) []byte) []byte {
-	u.altOnce.Do(func() {
-		b := build(u.Data)
-		u.alt = b[:len(b):len(b)] // an append by a caller copies
-	})
-	return u.alt
+// Size is what m counts against Limits.MaxBytes: about the length of its
+// native encoding.
+func (m *Message) Size() int {
+	if m.Pub != nil {
+		return m.Pub.size
+	}
+	if m.Reply != nil {
+		return replyOverhead + len(m.Reply.Room) + len(m.Reply.Message)
+	}
+	return 0
 }
 
 // Live reports whether m is a live update: neither a snapshot nor a
 // replay, so its age at the write is publish-to-send latency.
-func (m *Message) Live() bool { return m.Update && !m.Replay && !m.Snapshot }
+func (m *Message) Live() bool { return m.Pub != nil && !m.Replay && !m.Snapshot }
 
 // Published is the update's ts in unix milliseconds, or 0.
 func (m *Message) Published() int64 {
-	if m.Meta == nil {
+	if m.Pub == nil {
 		return 0
 	}
-	return m.Meta.Published
+	return m.Pub.Published
 }
 
-// Prepared is the update's frame prepared for compression, or nil.
-func (m *Message) Prepared() *websocket.PreparedMessage {
-	if m.Meta == nil {
-		return nil
+// AppendJSON appends m's native encoding (the text of a /ws message, the
+// data of an SSE event): an update's is made once per update and shared,
+// a reply's is made here.
+func (m *Message) AppendJSON(dst []byte) []byte {
+	if m.Pub != nil {
+		return append(dst, m.Pub.JSON()...)
 	}
-	return m.Meta.Prepared
+	return m.Reply.AppendJSON(dst)
+}
+
+// Publication is one room update as a value, made once per update per
+// gateway and shared by every client's queue. Transports encode it on
+// first use (Encoded) and share the result, so an update is encoded at
+// most once per gateway per encoding, whatever the number of clients.
+// Its fields must not be modified after it is made.
+type Publication struct {
+	Room string
+	// Seq and Prev are the room's sequence numbers (0 when history is off).
+	Seq, Prev uint64
+	// Missed: updates between the client's since and this one are lost.
+	Missed bool
+	// Data is the producer's payload, compacted JSON.
+	Data []byte
+	// Published is the payload's "ts" (unix milliseconds at publish), 0 if
+	// it has none; writers measure publish-to-send latency with it.
+	Published int64
+
+	size int // about len(JSON()), for the queue's byte bound
+	enc  [numEncodings]encoded
+}
+
+// Encoding names one transport's cached encoding of a publication.
+type Encoding uint8
+
+// The encodings cached on a publication, one slot each. The list is here,
+// not in the transports, so that two of them cannot take the same slot.
+const (
+	EncJSON      Encoding = iota // the native JSON object (/ws text frames, SSE data)
+	EncWSDeflate                 // /ws: the frame prepared for permessage-deflate
+	EncSocketIO                  // Socket.IO: the update_data EVENT packet
+	numEncodings
+)
+
+type encoded struct {
+	once sync.Once
+	v    any
+}
+
+// replyOverhead and updateOverhead approximate the JSON around a reply's
+// and an update's variable parts.
+const (
+	replyOverhead  = 48
+	updateOverhead = 64
+)
+
+// NewPublication makes the update of room with the given seq numbers and
+// compact payload; published is its "ts" (unix ms) or 0.
+func NewPublication(room string, seq, prev uint64, missed bool, data []byte, published int64) *Publication {
+	return &Publication{Room: room, Seq: seq, Prev: prev, Missed: missed, Data: data, Published: published,
+		size: updateOverhead + len(room) + len(data)}
+}
+
+// Size is about the length of p's native encoding: what it counts
+// against a queue's or a room's byte bound.
+func (p *Publication) Size() int { return p.size }
+
+// WithMissed returns a copy of p flagged missed, with encodings of its own.
+func (p *Publication) WithMissed() *Publication {
+	return NewPublication(p.Room, p.Seq, p.Prev, true, p.Data, p.Published)
+}
+
+// Encoded returns p's encoding e, built by the first caller and shared by
+// the rest. Every caller must pass the same build for e; the result must
+// not be modified.
+func (p *Publication) Encoded(e Encoding, build func(*Publication) any) any {
+	c := &p.enc[e]
+	c.once.Do(func() { c.v = build(p) })
+	return c.v
+}
+
+// JSON is the native encoding of p: {"op":"update","room":...,"data":...},
+// the text of a /ws message and of an SSE event.
+func (p *Publication) JSON() []byte {
+	return p.Encoded(EncJSON, encodeJSON).([]byte)
+}
+
+func encodeJSON(p *Publication) any {
+	b := protocol.AppendUpdate(make([]byte, 0, p.size), protocol.Update{
+		Room: p.Room, Seq: p.Seq, Prev: p.Prev, Missed: p.Missed, Data: p.Data})
+	return b[:len(b):len(b)] // an append by a caller copies
+}
+
+// ReplyKind says what a reply answers.
+type ReplyKind uint8
+
+const (
+	Joined ReplyKind = iota + 1 // a join succeeded
+	Left                        // a leave was done
+	Failed                      // a command was refused: Code and Message say why
+)
+
+// Reply answers one command of the client. ID and HasID echo the
+// command's id.
+type Reply struct {
+	Kind    ReplyKind
+	Room    string
+	ID      int64
+	HasID   bool
+	Code    string // Failed only: one of protocol's Code constants
+	Message string // Failed only
+}
+
+// AppendJSON appends the reply's native encoding.
+func (r *Reply) AppendJSON(dst []byte) []byte {
+	switch r.Kind {
+	case Joined:
+		return protocol.AppendJoined(dst, r.Room, r.ID, r.HasID)
+	case Left:
+		return protocol.AppendLeft(dst, r.Room, r.ID, r.HasID)
+	}
+	return protocol.AppendError(dst, &protocol.Error{Code: r.Code, Message: r.Message, Room: r.Room, ID: r.ID, HasID: r.HasID})
+}
+
+// ErrorReply is the reply to a refused command.
+func ErrorReply(e *protocol.Error) Message {
+	return Message{Reply: &Reply{Kind: Failed, Room: e.Room, ID: e.ID, HasID: e.HasID, Code: e.Code, Message: e.Message}}
 }
 
 // Limits bound an outbox. All must be positive.
@@ -191,31 +304,34 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 	case o.overflow:
 		return Overflowed, false
 	}
-	if m.Update && !m.Replay && (len(o.queue) >= o.limits.ConflateAfter || 2*o.bytes >= o.limits.MaxBytes) {
+	size := m.Size()
+	if m.Pub != nil && !m.Replay && (len(o.queue) >= o.limits.ConflateAfter || 2*o.bytes >= o.limits.MaxBytes) {
+		room := m.Pub.Room
 		for i := len(o.queue) - 1; i >= 0; i-- {
 			q := &o.queue[i]
-			if q.Room != m.Room {
+			if q.Room() != room {
 				continue
 			}
-			if !q.Update || q.Replay {
+			if q.Pub == nil || q.Replay {
 				break // a reply or a replayed update: the new one must stay after it
 			}
-			if o.bytes+len(m.Frame)-len(q.Frame) > o.limits.MaxBytes {
+			qs := q.Size()
+			if o.bytes+size-qs > o.limits.MaxBytes {
 				break
 			}
-			o.bytes += len(m.Frame) - len(q.Frame)
-			q.Frame, q.Meta, q.Snapshot = m.Frame, m.Meta, m.Snapshot // a snapshot replaced by a live update is live
+			o.bytes += size - qs
+			q.Pub, q.Snapshot = m.Pub, m.Snapshot // a snapshot replaced by a live update is live
 			return Conflated, false
 		}
 	}
-	if len(o.queue) >= o.limits.MaxMessages || o.bytes+len(m.Frame) > o.limits.MaxBytes {
+	if len(o.queue) >= o.limits.MaxMessages || o.bytes+size > o.limits.MaxBytes {
 		o.overflow = true
 		clear(o.queue) // release the frames now, not when the writer gets to it
 		o.queue, o.bytes, o.feeds = nil, 0, nil
 		return Overflowed, true
 	}
 	o.queue = append(o.queue, m)
-	o.bytes += len(m.Frame)
+	o.bytes += size
 	return Queued, false
 }
 

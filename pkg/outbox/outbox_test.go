@@ -8,23 +8,30 @@ import (
 )
 
 // TestMessageSize: the queues' size decides the fan-out's cache misses at
-// 10,000 clients (BenchmarkFanout); Replay lives in Update's padding.
+// 10,000 clients (BenchmarkFanout): a message is two pointers and flags.
 func TestMessageSize(t *testing.T) {
 	t.Parallel()
-	if n := unsafe.Sizeof(Message{}); unsafe.Sizeof(uintptr(0)) == 8 && n != 56 {
-		t.Fatalf("outbox.Message is %d bytes, want 56", n)
+	if n := unsafe.Sizeof(Message{}); unsafe.Sizeof(uintptr(0)) == 8 && n != 24 {
+		t.Fatalf("outbox.Message is %d bytes, want 24", n)
 	}
 }
 
+// upd is an update of room whose size is len("room:v"), so that the byte
+// bounds of the cases below read plainly.
 func upd(room, v string) Message {
-	return Message{Frame: []byte(room + ":" + v), Room: room, Update: true}
+	data := []byte(room + ":" + v)
+	return Message{Pub: &Publication{Room: room, Data: data, size: len(data)}}
 }
-func reply(room, v string) Message { return Message{Frame: []byte(room + ":" + v), Room: room} }
+func reply(room, v string) Message { return Message{Reply: &Reply{Kind: Left, Room: room, Message: v}} }
 
 func frames(ms []Message) string {
 	s := make([]string, len(ms))
 	for i, m := range ms {
-		s[i] = string(m.Frame)
+		if m.Pub != nil {
+			s[i] = string(m.Pub.Data)
+		} else {
+			s[i] = m.Reply.Room + ":" + m.Reply.Message
+		}
 	}
 	return strings.Join(s, " ")
 }
@@ -110,7 +117,7 @@ func TestPushPolicy(t *testing.T) {
 			o := New(tt.limits, func() { overflows++ })
 			for i, m := range tt.push {
 				if got := o.Push(m); got != tt.results[i] {
-					t.Fatalf("push %d (%s): %v, want %v", i, m.Frame, got, tt.results[i])
+					t.Fatalf("push %d (%s): %v, want %v", i, frames([]Message{m}), got, tt.results[i])
 				}
 			}
 			_, bytes := o.Len()
@@ -124,7 +131,11 @@ func TestPushPolicy(t *testing.T) {
 			if got := frames(batch); got != tt.queued {
 				t.Fatalf("queued %q, want %q", got, tt.queued)
 			}
-			if want := len(strings.ReplaceAll(tt.queued, " ", "")); bytes != want {
+			want := 0
+			for _, m := range batch {
+				want += m.Size()
+			}
+			if bytes != want {
 				t.Fatalf("bytes = %d, want %d", bytes, want)
 			}
 		})
@@ -156,7 +167,7 @@ func TestConcurrentPushTake(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				o.Push(Message{Frame: []byte{byte(p), byte(i >> 8), byte(i)}})
+				o.Push(Message{Reply: &Reply{Kind: Left, ID: int64(p)<<16 | int64(i)}})
 			}
 		}()
 	}
@@ -168,7 +179,7 @@ func TestConcurrentPushTake(t *testing.T) {
 	check := func() {
 		batch, _ = o.Take(batch)
 		for _, m := range batch {
-			p, i := int(m.Frame[0]), int(m.Frame[1])<<8|int(m.Frame[2])
+			p, i := int(m.Reply.ID>>16), int(m.Reply.ID&0xffff)
 			if i != next[p] {
 				t.Fatalf("pusher %d: got message %d, want %d", p, i, next[p])
 			}
@@ -253,7 +264,7 @@ func TestWakeIsNotLost(t *testing.T) {
 	if batch, _ := o.Take(nil); len(batch) != 0 || o.Busy() {
 		t.Fatalf("took %d, busy %v: want nothing", len(batch), o.Busy())
 	}
-	f.have = []Message{{Frame: []byte("u1"), Room: "r", Update: true, Replay: true}}
+	f.have = []Message{{Pub: NewPublication("r", 1, 0, false, []byte(`{}`), 0), Replay: true}}
 	o.Wake() // between the taker's empty Take and its decision to stop
 	if !o.Busy() {
 		t.Fatal("a wake after an empty Take is not visible to the taker")

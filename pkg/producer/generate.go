@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/pkg/catalog"
-	"github.com/roomcast/roomcast/pkg/config"
 )
 
 // Generator produces the successive values of one metric.
@@ -19,7 +18,7 @@ type Generator interface {
 
 // NewGenerator returns the generator a metric's config describes; the
 // config must have been validated.
-func NewGenerator(m config.ProducerMetric, rnd *rand.Rand) Generator {
+func NewGenerator(m Metric, rnd *rand.Rand) Generator {
 	round := func(v float64) float64 {
 		p := math.Pow(10, float64(m.Decimals))
 		return math.Round(v*p) / p
@@ -57,7 +56,7 @@ func (w *walk) Next() float64 {
 
 // Sample returns one generated update of room (without ts, which Publish
 // adds): a value per metric and "timestamp" as HH:MM:SS.
-func Sample(room config.ProducerRoom, gens []Generator, now time.Time) map[string]any {
+func Sample(room Room, gens []Generator, now time.Time) map[string]any {
 	out := make(map[string]any, len(gens)+1)
 	for i, m := range room.Metrics {
 		out[m.Key] = gens[i].Next()
@@ -70,7 +69,7 @@ func Sample(room config.ProducerRoom, gens []Generator, now time.Time) map[strin
 // catalogue entry at once and every announceEvery, and publishes a sample
 // every interval. It starts one goroutine per room and returns when all
 // have ended. Publish errors are logged, at most once per room per minute.
-func Run(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announceEvery time.Duration, log *slog.Logger) {
+func Run(ctx context.Context, p *Publisher, rooms []Room, announceEvery time.Duration, log *slog.Logger) {
 	RunFrom(ctx, p, rooms, announceEvery, 0, log)
 }
 
@@ -83,7 +82,7 @@ const maxBackfill = 90
 // "ts" of the moment it stands for: a demo started a second ago already
 // has a chart's window of history (which a dashboard's join asks for).
 // For generated data only: a real source has no past to make up.
-func RunFrom(ctx context.Context, p *Publisher, rooms []config.ProducerRoom, announceEvery, backfill time.Duration, log *slog.Logger) {
+func RunFrom(ctx context.Context, p *Publisher, rooms []Room, announceEvery, backfill time.Duration, log *slog.Logger) {
 	var wg sync.WaitGroup
 	for _, room := range rooms {
 		wg.Add(1)
@@ -103,7 +102,7 @@ type source interface {
 
 // metricsSource generates each metric of the room on its own.
 type metricsSource struct {
-	room config.ProducerRoom
+	room Room
 	gens []Generator
 }
 
@@ -112,11 +111,11 @@ func (m *metricsSource) Sample(now time.Time) map[string]any { return Sample(m.r
 
 // newSource returns the room's generator: a whole simulated room for a
 // room-level generator, else one generator per metric.
-func newSource(room config.ProducerRoom, rnd *rand.Rand) source {
+func newSource(room Room, rnd *rand.Rand) source {
 	switch room.Generator {
-	case config.GeneratorSalesDay:
+	case GeneratorSalesDay:
 		return newSalesDay(room, rnd)
-	case config.GeneratorVisitorsDay:
+	case GeneratorVisitorsDay:
 		return &visitorsDay{room: room, rnd: rnd}
 	}
 	gens := make([]Generator, len(room.Metrics))
@@ -127,11 +126,11 @@ func newSource(room config.ProducerRoom, rnd *rand.Rand) source {
 }
 
 // RoomEntry returns the catalogue entry a generated room announces.
-func RoomEntry(room config.ProducerRoom) catalog.Entry {
+func RoomEntry(room Room) catalog.Entry {
 	return newSource(room, rand.New(rand.NewPCG(1, 2))).Entry()
 }
 
-func runRoom(ctx context.Context, p *Publisher, room config.ProducerRoom, announceEvery, backfill time.Duration, log *slog.Logger) {
+func runRoom(ctx context.Context, p *Publisher, room Room, announceEvery, backfill time.Duration, log *slog.Logger) {
 	src := newSource(room, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	var lastErrLog time.Time
 	report := func(what string, err error) {

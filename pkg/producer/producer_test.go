@@ -54,13 +54,13 @@ func TestGenerators(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	tests := []struct {
 		name string
-		m    config.ProducerMetric
+		m    producer.Metric
 	}{
-		{"uniform whole", config.ProducerMetric{Generator: "uniform", Min: 1000, Max: 5000}},
-		{"uniform decimals", config.ProducerMetric{Generator: "uniform", Min: 0, Max: 1, Decimals: 2}},
-		{"walk", config.ProducerMetric{Generator: "walk", Min: 10, Max: 20, Step: 0.5, Decimals: 1}},
-		{"walk default step", config.ProducerMetric{Generator: "walk", Min: 0, Max: 100}},
-		{"constant", config.ProducerMetric{Generator: "uniform", Min: 7, Max: 7}},
+		{"uniform whole", producer.Metric{Generator: "uniform", Min: 1000, Max: 5000}},
+		{"uniform decimals", producer.Metric{Generator: "uniform", Min: 0, Max: 1, Decimals: 2}},
+		{"walk", producer.Metric{Generator: "walk", Min: 10, Max: 20, Step: 0.5, Decimals: 1}},
+		{"walk default step", producer.Metric{Generator: "walk", Min: 0, Max: 100}},
+		{"constant", producer.Metric{Generator: "uniform", Min: 7, Max: 7}},
 	}
 	for _, tt := range tests {
 		g := producer.NewGenerator(tt.m, rnd)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/pkg/catalog"
-	"github.com/roomcast/roomcast/pkg/config"
 )
 
 // The demo's rooms simulate an electronics shop's day, so that the demo
@@ -132,7 +131,7 @@ func SalesTarget() float64 {
 
 // salesDay is the generator of the demo's sales room.
 type salesDay struct {
-	room config.ProducerRoom
+	room Room
 	rnd  *rand.Rand
 	day  int // day of the year the totals belong to
 	last time.Time
@@ -144,7 +143,7 @@ type salesDay struct {
 	byChannel     []float64
 }
 
-func newSalesDay(room config.ProducerRoom, rnd *rand.Rand) *salesDay {
+func newSalesDay(room Room, rnd *rand.Rand) *salesDay {
 	return &salesDay{room: room, rnd: rnd,
 		byProduct: make([]float64, len(products)), byRegion: make([]float64, len(regions)), byChannel: make([]float64, len(channels))}
 }
@@ -267,7 +266,7 @@ func (s *salesDay) Sample(now time.Time) map[string]any {
 
 // visitorsDay is the generator of the demo's visitors room.
 type visitorsDay struct {
-	room  config.ProducerRoom
+	room  Room
 	rnd   *rand.Rand
 	day   int
 	last  time.Time

@@ -128,6 +128,16 @@ func ParseCommand(frame []byte) (Command, *Error) {
 	return cmd, nil
 }
 
+// ParseHistory reads a join's history window for another transport's
+// join (Socket.IO's); a bad one is a bad_json error.
+func ParseHistory(raw json.RawMessage) (n int, age time.Duration, e *Error) {
+	n, age, msg := parseHistory(raw)
+	if msg != "" {
+		return 0, 0, &Error{Code: CodeBadJSON, Message: msg}
+	}
+	return n, age, nil
+}
+
 // parseHistory reads a join's history window: a count of updates (a JSON
 // integer, 1 to MaxHistoryCount) or a duration string ("90s", "5m", "1h";
 // up to MaxHistoryAge).

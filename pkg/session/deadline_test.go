@@ -62,7 +62,7 @@ func stalledSession(t *testing.T, limit bool) *Session {
 	conn := <-conns
 	t.Cleanup(func() { conn.Close() })
 	conn.EnableWriteCompression(false)
-	return &Session{conn: conn, nc: conn.NetConn(), cfg: Config{MaxBatchBytes: 32 << 10, Compress: true},
+	return &Session{conn: conn, nc: conn.NetConn(), cfg: Config{MaxBatchBytes: 32 << 10, Compress: true, CompressMinBytes: 1},
 		metrics: metrics.New(prometheus.NewRegistry()), log: slog.New(slog.DiscardHandler)}
 }
 
@@ -72,12 +72,8 @@ func preparedUpdate(t *testing.T) outbox.Message {
 	t.Helper()
 	raw := make([]byte, 48<<10)
 	_, _ = rand.Read(raw)
-	frame := []byte(`{"op":"update","room":"r","data":{"pad":"` + base64.StdEncoding.EncodeToString(raw) + `"}}`)
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return outbox.Message{Frame: frame, Room: "r", Update: true, Meta: &outbox.UpdateMeta{Prepared: pm}}
+	data := []byte(`{"pad":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)
+	return outbox.Message{Pub: outbox.NewPublication("r", 0, 0, false, data, 0)}
 }
 
 type writeResult struct {
@@ -163,7 +159,8 @@ func TestControlFrameKeepsWriteDeadline(t *testing.T) {
 	s := stalledSession(t, false)
 	raw := make([]byte, 48<<10)
 	_, _ = rand.Read(raw)
-	plain := outbox.Message{Frame: []byte(`{"pad":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)}
+	// A reply is never compressed: this one is 64 KiB of text.
+	plain := outbox.Message{Reply: &outbox.Reply{Kind: outbox.Failed, Code: "pad", Message: base64.StdEncoding.EncodeToString(raw)}}
 	const timeout = 2 * time.Second
 	done := startWrites(s, plain, timeout)
 	// Blocked: the same write has been in progress for a while.

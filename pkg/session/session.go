@@ -22,41 +22,36 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/pkg/auth"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
-	"github.com/roomcast/roomcast/pkg/ratelimit"
 	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
 // Config holds the per-connection tunables. See config.yaml for what each
 // protects and its default.
 type Config struct {
-	PingInterval  time.Duration // time between pings
-	PongTimeout   time.Duration // how long after a ping its pong may come
-	WriteTimeout  time.Duration // deadline for writing one frame
-	MaxFrameBytes int64         // largest client message; larger closes with 1009
-	MaxRooms      int           // rooms one connection may be in
-	CommandRate   float64       // sustained commands per second
-	CommandBurst  int           // commands allowed at once
-	Outbox        outbox.Limits // slow-client policy
-	MaxBatchBytes int           // a batch is split into frames of about this size
-	CoalesceDelay time.Duration // a woken writer waits this long before taking the queue
-	// History tells whether the gateway can serve "since"; without it a
-	// resume is refused with history_unavailable.
-	History bool
-	// Compress: this client negotiated permessage-deflate; updates the hub
-	// prepared for compression are sent compressed, the rest plain.
-	Compress bool
+	PingInterval  time.Duration  // time between pings
+	PongTimeout   time.Duration  // how long after a ping its pong may come
+	WriteTimeout  time.Duration  // deadline for writing one frame
+	MaxFrameBytes int64          // largest client message; larger closes with 1009
+	Client        client.Options // rooms, command budget, history: the rules every transport shares
+	Outbox        outbox.Limits  // slow-client policy
+	MaxBatchBytes int            // a batch is split into frames of about this size
+	CoalesceDelay time.Duration  // a woken writer waits this long before taking the queue
+	// Compress: this client negotiated permessage-deflate; updates of at
+	// least CompressMinBytes (about their JSON length) are sent compressed,
+	// each compressed once per gateway; the rest plain.
+	Compress         bool
+	CompressMinBytes int
 	// Poller watches idle sockets; nil gives each connection a reader
 	// goroutine.
 	Poller *Poller
@@ -81,6 +76,7 @@ type Session struct {
 	nc      net.Conn        // the socket, read directly
 	hub     *hub.Hub
 	box     *outbox.Outbox
+	client  *client.Client // grant, rooms, budgets, join and leave
 	cfg     Config
 	grant   *auth.Grant // nil: every room
 	metrics *metrics.Metrics
@@ -97,14 +93,7 @@ type Session struct {
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
 	frames   wsread.Reader
-	bucket   ratelimit.Bucket // commands; used by the reader only
-	resumes  *hub.Budget
-	rejected int // commands refused in a row by the rate limit
 	peerCode int // the code of the client's close frame, when it closed
-
-	roomsMu sync.Mutex // guards rooms and gone; held across hub.Join
-	rooms   []string   // a few at most (limits.max_rooms_per_connection)
-	gone    bool       // torn down: no more joins
 
 	lastRead atomic.Int64 // unix nanoseconds of the client's last bytes
 	writing  atomic.Bool  // a writer goroutine is running
@@ -120,7 +109,6 @@ type Session struct {
 	pingSent     int64      // unix nanoseconds
 	awaitingPong bool
 	heartbeat    *time.Timer
-	expiry       *time.Timer
 
 	state       atomic.Uint32 // stateClosing | stateEnded
 	closeOnce   sync.Once
@@ -149,11 +137,10 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		metrics: m,
 		log:     log,
 		logArgs: logArgs,
-		bucket:  ratelimit.New(cfg.CommandRate, cfg.CommandBurst, time.Now()),
-		resumes: h.NewBudget(),
 		frames:  wsread.Reader{MaxMessage: int(cfg.MaxFrameBytes), Deflate: cfg.Compress},
 	}
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
+	s.client = client.New(h, s.box, cfg.Client, m, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
 	// gorilla compresses every write once compression is negotiated;
 	// only the shared, prepared frames should be.
 	conn.EnableWriteCompression(false)
@@ -175,12 +162,7 @@ func (s *Session) Start(onDone func()) {
 	s.heartbeat = time.AfterFunc(s.cfg.PingInterval, s.beat)
 	// A token that expires closes the connection with 4001, so that the
 	// client fetches a new one and reconnects.
-	if d, ok := s.grant.ExpiresIn(time.Now()); ok {
-		s.expiry = time.AfterFunc(max(d, 0), func() {
-			s.metrics.TokensExpired.Inc()
-			s.Close(protocol.CloseTokenExpired, "token expired")
-		})
-	}
+	s.client.SetGrant(s.grant)
 	if s.cfg.Poller != nil {
 		// Set before add: an event may end the session before add returns.
 		s.polled = true
@@ -244,19 +226,10 @@ func (s *Session) end(err error) {
 		if s.heartbeat != nil {
 			s.heartbeat.Stop()
 		}
-		if s.expiry != nil {
-			s.expiry.Stop()
-		}
 		if s.polled {
 			s.reg.Remove()
 		}
-		s.roomsMu.Lock()
-		s.gone = true
-		rooms := s.rooms
-		s.rooms = nil
-		s.roomsMu.Unlock()
-		s.hub.LeaveAll(s.box, rooms)
-		s.box.Close()
+		s.client.Close() // out of every room, the queue freed
 		_ = s.nc.Close()
 
 		s.metrics.Connections.Dec()
@@ -383,10 +356,11 @@ func (s *Session) frame(op byte, payload []byte) error {
 	case wsread.OpPing:
 		// Each ping costs a pong write: pings share the command budget, so
 		// a ping flood ends like a command flood.
-		if !s.bucket.Take(time.Now()) {
-			if s.rejected++; s.rejected > s.cfg.CommandBurst {
-				s.Close(protocol.ClosePolicyViolation, "ping flood")
-			}
+		switch s.client.Spend(time.Now()) {
+		case client.Flooded:
+			s.Close(protocol.ClosePolicyViolation, "ping flood")
+			return nil
+		case client.Limited:
 			return nil
 		}
 		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
@@ -454,85 +428,24 @@ func (s *Session) beat() {
 // it has them, so a client can tell which one to retry.
 func (s *Session) command(frame []byte) {
 	cmd, perr := protocol.ParseCommand(frame)
-	if !s.bucket.Take(time.Now()) {
-		s.rejected++
-		if s.rejected > s.cfg.CommandBurst {
-			s.Close(protocol.ClosePolicyViolation, "command flood")
-			return
-		}
-		e := &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many commands; slow down"}
+	switch s.client.Spend(time.Now()) {
+	case client.Flooded:
+		s.Close(protocol.ClosePolicyViolation, "command flood")
+		return
+	case client.Limited:
 		if perr == nil {
-			e.Room, e.ID, e.HasID = cmd.Room, cmd.ID, cmd.HasID
+			s.client.Refuse(client.RateLimited(cmd.Room, cmd.ID, cmd.HasID))
+		} else {
+			s.client.Refuse(client.RateLimited("", 0, false))
 		}
-		s.reply(e)
 		return
 	}
-	s.rejected = 0
 	if perr != nil {
-		s.reply(perr)
+		s.client.Refuse(perr)
 		return
 	}
-	switch cmd.Op {
-	case protocol.OpJoin:
-		s.join(cmd)
-	case protocol.OpLeave:
-		s.roomsMu.Lock()
-		if !s.gone {
-			s.hub.Leave(s.box, cmd.Room, cmd.ID, cmd.HasID)
-			if i := slices.Index(s.rooms, cmd.Room); i >= 0 {
-				s.rooms = slices.Delete(s.rooms, i, i+1)
-			}
-		}
-		s.roomsMu.Unlock()
-	}
-}
-
-func (s *Session) join(cmd protocol.Command) {
-	fail := func(code, msg string) {
-		s.reply(&protocol.Error{Code: code, Message: msg, Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID})
-	}
-	if !s.grant.Allows(cmd.Room) {
-		fail(protocol.CodeForbidden, "your token does not grant this room")
-		return
-	}
-	if (cmd.HasSince || cmd.HistoryCount > 0 || cmd.HistoryAge > 0) && !s.cfg.History {
-		fail(protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since or history")
-		return
-	}
-	// Held across hub.Join so that a teardown cannot miss a room being
-	// joined: it waits, then leaves it.
-	s.roomsMu.Lock()
-	defer s.roomsMu.Unlock()
-	if s.gone {
-		return
-	}
-	in := slices.Contains(s.rooms, cmd.Room)
-	if !in && len(s.rooms) >= s.cfg.MaxRooms {
-		fail(protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(s.cfg.MaxRooms)+" rooms")
-		return
-	}
-	req := hub.JoinRequest{Room: cmd.Room, ID: cmd.ID, HasID: cmd.HasID, Since: cmd.Since, HasSince: cmd.HasSince,
-		HistoryCount: cmd.HistoryCount, HistoryAge: cmd.HistoryAge, Budget: s.resumes}
-	switch err := s.hub.Join(s.box, req); {
-	case errors.Is(err, hub.ErrRateLimited):
-		fail(protocol.CodeRateLimited, "too many resumes (joins with since); join without since or slow down")
-		return
-	case errors.Is(err, hub.ErrHistoryUnavailable):
-		fail(protocol.CodeHistoryUnavailable, "history did not answer in time; join without since")
-		return
-	case err != nil:
-		// Only a closed NATS connection fails a subscribe: this replica
-		// cannot serve, so send the client to another one.
-		s.log.Warn("join failed", append(s.logArgs, "room", cmd.Room, "err", err)...)
+	if s.client.Command(cmd) == client.Unavailable {
+		s.log.Warn("join failed: no NATS", append(s.logArgs, "room", cmd.Room)...)
 		s.Close(protocol.CloseTryAgainLater, "gateway cannot reach NATS")
-		return
 	}
-	if !in {
-		s.rooms = append(s.rooms, cmd.Room)
-	}
-}
-
-func (s *Session) reply(e *protocol.Error) {
-	s.metrics.ClientErrors.WithLabelValues(e.Code).Inc()
-	s.box.Push(outbox.Message{Frame: protocol.AppendError(nil, e)})
 }

@@ -117,7 +117,7 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 			return err
 		}
 		s.writeDue.Store(s.wdl.UnixNano())
-		if pm := batch[0].Prepared(); pm != nil && s.cfg.Compress {
+		if pm := s.prepared(&batch[0]); pm != nil {
 			// gorilla sets the socket's deadline to its own before it
 			// writes a prepared frame (none, unless told): give it ours.
 			_ = s.conn.SetWriteDeadline(s.wdl)
@@ -127,7 +127,7 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 			if err != nil {
 				return err
 			}
-			s.sent(batch[:1], len(batch[0].Frame))
+			s.sent(batch[:1], batch[0].Size())
 			s.metrics.CompressedMessages.Inc()
 			batch = batch[1:]
 			continue
@@ -135,14 +135,14 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		bp := frameBufs.Get().(*[]byte)
 		b := append((*bp)[:0], make([]byte, maxServerHeader)...)
 		n := 0
-		for n < len(batch) && (n == 0 || len(b)-maxServerHeader+len(batch[n].Frame) < s.cfg.MaxBatchBytes) {
+		for n < len(batch) && (n == 0 || len(b)-maxServerHeader+batch[n].Size() < s.cfg.MaxBatchBytes) {
 			if n > 0 {
-				if batch[n].Prepared() != nil && s.cfg.Compress {
+				if s.prepared(&batch[n]) != nil {
 					break
 				}
 				b = append(b, '\n')
 			}
-			b = append(b, batch[n].Frame...)
+			b = batch[n].AppendJSON(b)
 			n++
 		}
 		size := len(b) - maxServerHeader
@@ -159,6 +159,26 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		batch = batch[n:]
 	}
 	return nil
+}
+
+// prepared returns m's frame prepared for permessage-deflate when this
+// client negotiated it and m is an update large enough to be worth it;
+// else nil. The frame is made once per update and shared by every client
+// that negotiated compression: gorilla compresses it on its first write.
+func (s *Session) prepared(m *outbox.Message) *websocket.PreparedMessage {
+	if !s.cfg.Compress || m.Pub == nil || s.cfg.CompressMinBytes <= 0 || m.Pub.Size() < s.cfg.CompressMinBytes {
+		return nil
+	}
+	pm, _ := m.Pub.Encoded(outbox.EncWSDeflate, preparedFrame).(*websocket.PreparedMessage)
+	return pm
+}
+
+func preparedFrame(p *outbox.Publication) any {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, p.JSON())
+	if err != nil {
+		return nil // never for a text message; then the update goes plain
+	}
+	return pm
 }
 
 // maxServerHeader is the largest header of an unmasked server frame.

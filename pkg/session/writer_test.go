@@ -23,13 +23,14 @@ import (
 // of 1, 8 and 32 queued updates written as one frame over a real loopback
 // WebSocket, whose far end reads and discards the bytes.
 func BenchmarkWriteBatch(b *testing.B) {
-	frame := []byte(`{"op":"update","room":"sales","seq":4242,"prev":4238,"data":{"ts":1764124800000,"timestamp":"03:20:00","sales":4211.5,"orders":117}}`)
+	pub := outbox.NewPublication("sales", 4242, 4238, false, []byte(`{"ts":1764124800000,"timestamp":"03:20:00","sales":4211.5,"orders":117}`), 1764124800000)
+	frame := pub.JSON()
 	for _, n := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			s := loopbackSession(b)
 			batch := make([]outbox.Message, n)
 			for i := range batch {
-				batch[i] = outbox.Message{Frame: frame, Room: "sales", Update: true}
+				batch[i] = outbox.Message{Pub: pub}
 			}
 			b.ReportAllocs()
 			b.SetBytes(int64(n * (len(frame) + 1)))
@@ -103,16 +104,13 @@ func (c countingConn) Read(p []byte) (int, error) {
 // wire-B/msg is the bytes each client receives.
 func BenchmarkCompression(b *testing.B) {
 	var sb strings.Builder
-	sb.WriteString(`{"op":"update","room":"kpis","seq":4242,"prev":4241,"data":{"ts":1764124800000`)
+	sb.WriteString(`{"ts":1764124800000`)
 	for i := 0; i < 60; i++ {
 		fmt.Fprintf(&sb, `,"region_%02d_sales":%d.%02d`, i, 1000+i*37, i)
 	}
-	sb.WriteString("}}")
-	frame := []byte(sb.String())
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, frame)
-	if err != nil {
-		b.Fatal(err)
-	}
+	sb.WriteString("}")
+	pub := outbox.NewPublication("kpis", 4242, 4241, false, []byte(sb.String()), 1764124800000)
+	frame := pub.JSON()
 	cases := []struct {
 		name     string
 		compress bool
@@ -120,7 +118,7 @@ func BenchmarkCompression(b *testing.B) {
 	}{
 		{"plain", false, func(s *Session) error { return s.conn.WriteMessage(websocket.TextMessage, frame) }},
 		{"shared-compressed", true, func(s *Session) error {
-			return s.writeBatch([]outbox.Message{{Frame: frame, Meta: &outbox.UpdateMeta{Prepared: pm}, Update: true}}, 10*time.Second)
+			return s.writeBatch([]outbox.Message{{Pub: pub}}, 10*time.Second) // prepared once, on the first write
 		}},
 		{"per-client-compressed", true, func(s *Session) error {
 			s.conn.EnableWriteCompression(true)
@@ -130,7 +128,7 @@ func BenchmarkCompression(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			s, wire := compressingSession(b, c.compress)
-			s.cfg.Compress = c.compress
+			s.cfg.Compress, s.cfg.CompressMinBytes = c.compress, 1
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := c.write(s); err != nil {

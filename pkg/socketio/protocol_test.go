@@ -96,6 +96,10 @@ func TestEventErrors(t *testing.T) {
 		{"leave bad room", `211["leave",{"room":"*"}]`, "bad_room"},
 		{"leave", `212["leave",{"room":"sales"}]`, ""},
 		{"join after leave", `213["join",{"room":"sx"}]`, ""},
+		// Joins take history as /ws joins do (one client core).
+		{"join with history", `214["join",{"room":"sx","history":5}]`, ""},
+		{"bad history", `215["join",{"room":"sx","history":"forever"}]`, "bad_json"},
+		{"since and history", `216["join",{"room":"sx","since":3,"history":5}]`, "bad_json"},
 	}
 	for _, tt := range tests {
 		c.send(tt.packet)

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/engineio"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -39,11 +40,9 @@ import (
 	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
-// Grant is what an authorized connection may do.
-type Grant interface {
-	// Allows reports whether the connection may join room.
-	Allows(room string) bool
-}
+// Grant is what an authorized connection may do: the rooms it may join,
+// and, if it is a client.Expiring, until when.
+type Grant = client.Grant
 
 // Authorize decides a namespace CONNECT: r is the request that opened the
 // Engine.IO session, auth the CONNECT packet's payload (the client's auth
@@ -70,11 +69,8 @@ type Config struct {
 	ClientIP         func(*http.Request) string               // see engineio.Config
 	Admit            func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
 	FrameGap         time.Duration                            // see engineio.Config; conformance mode only
-	MaxRooms         int
-	CommandRate      float64 // sustained events per second per session
-	CommandBurst     int
+	Client           client.Options                           // rooms, command budget (events and CONNECTs), history
 	Outbox           outbox.Limits
-	History          bool // join may carry since
 	CheckOrigin      func(*http.Request) bool
 	// Authorize, if set, decides every CONNECT; nil allows everything.
 	Authorize Authorize
@@ -125,6 +121,10 @@ func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, 
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.eio.ServeHTTP(w, r) }
+
+// Engine is the Engine.IO server under s, for the gateway's drain
+// (Stop, then Close each session, then Wait).
+func (s *Server) Engine() *engineio.Server { return s.eio }
 
 // Sessions returns the number of open sessions.
 func (s *Server) Sessions() int { return s.eio.Len() }

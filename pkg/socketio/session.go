@@ -1,48 +1,45 @@
 package socketio
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/engineio"
-	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
 // session is the Socket.IO side of one Engine.IO session.
 type session struct {
-	srv  *Server
-	conn *engineio.Conn
-	box  *outbox.Outbox
+	srv    *Server
+	conn   *engineio.Conn
+	box    *outbox.Outbox
+	client *client.Client // grant, rooms, budgets, join and leave
 
 	// Owned by the goroutine carrying the current packet (engineio
 	// serialises Message and Closed).
-	nsps      map[string]Grant // connected namespaces
-	rooms     map[string]struct{}
-	limiter   *rate.Limiter
-	rejected  int      // events refused in a row by the rate limit
-	partial   *packet  // a binary packet waiting for its attachments
-	attached  [][]byte // the attachments received so far
-	timer     *time.Timer
-	expiry    *time.Timer // the earliest expiring grant of a connected namespace
-	expiresAt time.Time
+	nsps     map[string]Grant // connected namespaces
+	partial  *packet          // a binary packet waiting for its attachments
+	attached [][]byte         // the attachments received so far
+	timer    *time.Timer
 
 	connected atomic.Bool // some namespace was connected: the connect timeout is off
 
 	mu      sync.Mutex // shared with the writer's Take
 	main    bool       // the main namespace is connected: updates are sent
 	nextID  int64
-	pending map[int64]int64 // hub reply id → the client's ack id
-	resumes *hub.Budget
+	pending map[int64]asked // reply id given to the core → what the client asked
+}
+
+// asked is what a Socket.IO packet that became a core command needs for
+// its answer: the namespace, and the client's ack id if it wants an ack.
+type asked struct {
+	nsp    string
+	ack    int64
+	hasAck bool
 }
 
 func (s *Server) open(c *engineio.Conn) engineio.Handler {
@@ -50,10 +47,7 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 		srv:     s,
 		conn:    c,
 		nsps:    make(map[string]Grant),
-		rooms:   make(map[string]struct{}),
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst),
-		pending: make(map[int64]int64),
-		resumes: s.hub.NewBudget(),
+		pending: make(map[int64]asked),
 	}
 	// The outbox wakes the session's writer itself (Conn.Wake), so an idle
 	// WebSocket needs no goroutine waiting on a Ready channel.
@@ -61,6 +55,12 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 		s.metrics.SlowDisconnects.Inc()
 		c.Close(4008, "client too slow")
 	}, c.Wake)
+	// An expiring grant closes the session, with 4001 on a WebSocket, as
+	// /ws does: the client reconnects on its own and CONNECTs again, and
+	// its auth option (a function) can fetch a new token.
+	ss.client = client.New(s.hub, ss.box, s.cfg.Client, s.metrics, func() {
+		c.Close(protocol.CloseTokenExpired, "token expired")
+	})
 	ss.timer = time.AfterFunc(s.cfg.ConnectTimeout, func() {
 		if !ss.connected.Load() {
 			c.Close(1000, "no namespace connected in time")
@@ -71,58 +71,14 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 	return ss
 }
 
-// expiringGrant is a Grant that ends (an auth.Grant from a JWT).
-type expiringGrant interface {
-	ExpiresIn(now time.Time) (time.Duration, bool)
-}
-
-// expireWith closes the Engine.IO session, with 4001 on a WebSocket, when
-// grant expires, as /ws does: the client reconnects on its own and
-// CONNECTs again, and its auth option (a function) can fetch a new token.
-func (ss *session) expireWith(grant Grant) {
-	eg, ok := grant.(expiringGrant)
-	if !ok {
-		return
-	}
-	d, ok := eg.ExpiresIn(time.Now())
-	if !ok {
-		return
-	}
-	if ss.expiry != nil && !ss.expiry.Stop() {
-		return // an earlier expiry has fired already
-	}
-	if ss.expiry != nil {
-		// Keep the earlier of the two.
-		d = min(d, time.Until(ss.expiresAt))
-	}
-	ss.expiresAt = time.Now().Add(d)
-	ss.expiry = time.AfterFunc(max(d, 0), func() {
-		ss.srv.metrics.TokensExpired.Inc()
-		ss.conn.Close(protocol.CloseTokenExpired, "token expired")
-	})
-}
-
 // Closed leaves every room; updates still queued are dropped.
 func (ss *session) Closed(reason string) {
 	ss.timer.Stop()
-	if ss.expiry != nil {
-		ss.expiry.Stop()
-	}
-	ss.leaveAll()
-	ss.box.Close()
+	ss.client.Close() // out of every room, the expiry stopped, the queue freed
 	ss.srv.metrics.Connections.Dec()
 	code, byClient := ss.conn.CloseStatus()
 	ss.srv.metrics.Disconnected(code, byClient)
 	ss.srv.log.Debug("socket.io session closed", "sid", ss.conn.ID(), "reason", reason, "code", code, "by_client", byClient)
-}
-
-func (ss *session) leaveAll() {
-	rooms := make([]string, 0, len(ss.rooms))
-	for r := range ss.rooms {
-		rooms = append(rooms, r)
-	}
-	ss.srv.hub.LeaveAll(ss.box, rooms)
-	clear(ss.rooms)
 }
 
 // Message handles one Engine.IO message: a packet, or an attachment of a
@@ -180,7 +136,7 @@ func (ss *session) connect(p packet) {
 	// one POST can carry a thousand.
 	if !ss.allow() {
 		ss.srv.metrics.ClientErrors.WithLabelValues(protocol.CodeRateLimited).Inc()
-		ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), []byte(`{"message":"too many packets; slow down","data":{"code":"rate_limited"}}`))
+		ss.send(appendHeader(nil, typeConnectError, 0, p.Nsp, 0, false), []byte(`{"message":"too many commands; slow down","data":{"code":"rate_limited"}}`))
 		return
 	}
 	if !ss.knownNamespace(p.Nsp) {
@@ -215,7 +171,11 @@ func (ss *session) connect(p packet) {
 	}
 	ss.nsps[p.Nsp] = grant
 	ss.connected.Store(true)
-	ss.expireWith(grant)
+	if p.Nsp == "/" {
+		ss.client.SetGrant(grant)
+	} else {
+		ss.client.ExpireWith(grant)
+	}
 	if p.Nsp == "/" {
 		ss.mu.Lock()
 		ss.main = true
@@ -223,7 +183,7 @@ func (ss *session) connect(p packet) {
 	}
 	sid, _ := json.Marshal(struct {
 		SID string `json:"sid"`
-	}{newID()})
+	}{engineio.NewID()})
 	ss.send(appendHeader(nil, typeConnect, 0, p.Nsp, 0, false), sid)
 	if ss.srv.cfg.Conformance {
 		if len(auth) == 0 {
@@ -238,7 +198,7 @@ func (ss *session) disconnect(nsp string) {
 	if nsp != "/" {
 		return
 	}
-	ss.leaveAll()
+	ss.client.LeaveAll()
 	ss.mu.Lock()
 	ss.main = false
 	clear(ss.pending)
@@ -269,7 +229,8 @@ func (ss *session) ack(nsp string, id int64, att [][]byte, args ...json.RawMessa
 func (ss *session) event(p packet, att [][]byte) {
 	name, args := eventArgs(p.Data)
 	if !ss.allow() {
-		ss.fail(p, protocol.CodeRateLimited, "too many events; slow down", "")
+		room, _, _ := roomArg(args)
+		ss.fail(p, client.RateLimited(room.Room, 0, false))
 		return
 	}
 	switch {
@@ -285,140 +246,112 @@ func (ss *session) event(p packet, att [][]byte) {
 		}
 	default:
 		if p.HasID {
-			ss.fail(p, protocol.CodeBadOp, "unknown event; expected join or leave", "")
+			ss.fail(p, &protocol.Error{Code: protocol.CodeBadOp, Message: "unknown event; expected join or leave"})
 		}
 	}
 }
 
-// allow takes one from the session's command budget (events and
+// allow takes one from the client's command budget (events and
 // CONNECTs). Refused more than command_burst times in a row, the session
 // is closed with 1008.
 func (ss *session) allow() bool {
-	if ss.limiter.Allow() {
-		ss.rejected = 0
-		return true
+	switch ss.client.Spend(time.Now()) {
+	case client.Flooded:
+		ss.conn.Close(protocol.ClosePolicyViolation, "event flood")
+		return false
+	case client.Limited:
+		return false
 	}
-	ss.rejected++
-	if ss.rejected > ss.srv.cfg.CommandBurst {
-		ss.conn.Close(1008, "event flood")
-	}
-	return false
+	return true
 }
 
-// roomArg reads the room of join and leave: {room: "sales", since: 41}, or
-// "sales".
-func roomArg(args []json.RawMessage) (room string, since uint64, hasSince bool, e *protocol.Error) {
+// roomArg reads the argument of join and leave into a command:
+// {room: "sales", since: 41} or {room: "sales", history: 50 | "5m"}, or
+// "sales". The room is set whenever it could be read, for the error.
+func roomArg(args []json.RawMessage) (cmd protocol.Command, ok bool, e *protocol.Error) {
 	if len(args) == 0 {
-		return "", 0, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: `"room" is missing`}
+		return cmd, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: `"room" is missing`}
 	}
-	if json.Unmarshal(args[0], &room) != nil {
+	if json.Unmarshal(args[0], &cmd.Room) != nil {
 		var obj struct {
-			Room  *string `json:"room"`
-			Since *uint64 `json:"since"`
+			Room    *string         `json:"room"`
+			Since   *uint64         `json:"since"`
+			History json.RawMessage `json:"history"`
 		}
 		if err := json.Unmarshal(args[0], &obj); err != nil {
-			return "", 0, false, &protocol.Error{Code: protocol.CodeBadJSON, Message: "expected {room: <name>} or a room name"}
+			return cmd, false, &protocol.Error{Code: protocol.CodeBadJSON, Message: "expected {room: <name>} or a room name"}
 		}
 		if obj.Room == nil {
-			return "", 0, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: `"room" is missing`}
+			return cmd, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: `"room" is missing`}
 		}
-		room = *obj.Room
+		cmd.Room = *obj.Room
 		if obj.Since != nil {
-			since, hasSince = *obj.Since, true
+			cmd.Since, cmd.HasSince = *obj.Since, true
+		}
+		if obj.History != nil && string(obj.History) != "null" {
+			var e *protocol.Error
+			if cmd.HistoryCount, cmd.HistoryAge, e = protocol.ParseHistory(obj.History); e != nil {
+				return cmd, false, e
+			}
+			if cmd.HasSince {
+				return cmd, false, &protocol.Error{Code: protocol.CodeBadJSON, Message: `"since" and "history" exclude each other`}
+			}
 		}
 	}
-	if err := protocol.CheckRoom(room); err != nil {
-		return room, 0, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: err.Error()}
+	if err := protocol.CheckRoom(cmd.Room); err != nil {
+		return cmd, false, &protocol.Error{Code: protocol.CodeBadRoom, Message: err.Error()}
 	}
-	return room, since, hasSince, nil
+	return cmd, true, nil
 }
 
 func (ss *session) join(p packet, args []json.RawMessage) {
-	room, since, hasSince, e := roomArg(args)
-	switch {
-	case e != nil:
-		ss.fail(p, e.Code, e.Message, room)
-		return
-	case ss.nsps["/"] != nil && !ss.nsps["/"].Allows(room):
-		ss.fail(p, protocol.CodeForbidden, "not allowed to join this room", room)
-		return
-	case hasSince && !ss.srv.cfg.History:
-		ss.fail(p, protocol.CodeHistoryUnavailable, "this gateway runs without history; join without since", room)
+	cmd, ok, e := roomArg(args)
+	if !ok {
+		e.Room = cmd.Room
+		ss.fail(p, e)
 		return
 	}
-	if _, in := ss.rooms[room]; !in && len(ss.rooms) >= ss.srv.cfg.MaxRooms {
-		ss.fail(p, protocol.CodeTooManyRooms, "a connection may join at most "+strconv.Itoa(ss.srv.cfg.MaxRooms)+" rooms", room)
-		return
+	cmd.Op, cmd.ID, cmd.HasID = protocol.OpJoin, ss.expect(p), true
+	if ss.client.Command(cmd) == client.Unavailable {
+		ss.forget(cmd.ID)
+		ss.srv.log.Warn("join failed: no NATS", "room", cmd.Room)
+		ss.conn.Close(protocol.CloseTryAgainLater, "gateway cannot reach NATS")
 	}
-	id := ss.expect(p)
-	req := hub.JoinRequest{Room: room, ID: id, HasID: true, Since: since, HasSince: hasSince, Budget: ss.resumes}
-	switch err := ss.srv.hub.Join(ss.box, req); {
-	case errors.Is(err, hub.ErrRateLimited):
-		ss.forget(id)
-		ss.fail(p, protocol.CodeRateLimited, "too many resumes (joins with since); join without since or slow down", room)
-		return
-	case errors.Is(err, hub.ErrHistoryUnavailable):
-		ss.forget(id)
-		ss.fail(p, protocol.CodeHistoryUnavailable, "history did not answer in time; join without since", room)
-		return
-	case err != nil:
-		// Only a closed NATS connection fails a subscribe: send the
-		// client to another replica.
-		ss.srv.log.Warn("join failed", "room", room, "err", err)
-		ss.conn.Close(1013, "gateway cannot reach NATS")
-		return
-	}
-	ss.rooms[room] = struct{}{}
 }
 
 func (ss *session) leave(p packet, args []json.RawMessage) {
-	room, _, _, e := roomArg(args)
-	if e != nil {
-		ss.fail(p, e.Code, e.Message, room)
+	cmd, ok, e := roomArg(args)
+	if !ok {
+		e.Room = cmd.Room
+		ss.fail(p, e)
 		return
 	}
-	ss.srv.hub.Leave(ss.box, room, ss.expect(p), true)
-	delete(ss.rooms, room)
+	cmd.Op, cmd.ID, cmd.HasID = protocol.OpLeave, ss.expect(p), true
+	ss.client.Command(cmd)
 }
 
-// expect returns the id to give the hub for a join or leave; the hub's
-// reply with it becomes the ack of p, if p asked for one.
+// expect returns the id to give the core for a command from p; the reply
+// with it is answered on p's namespace, with an ack if p asked for one.
 func (ss *session) expect(p packet) int64 {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.nextID++
-	if p.HasID {
-		ss.pending[ss.nextID] = p.ID
-	}
+	ss.pending[ss.nextID] = asked{nsp: p.Nsp, ack: p.ID, hasAck: p.HasID}
 	return ss.nextID
 }
 
-// forget drops the ack expected for a hub reply that will not come.
+// forget drops the answer expected for a reply that will not come.
 func (ss *session) forget(id int64) {
 	ss.mu.Lock()
 	delete(ss.pending, id)
 	ss.mu.Unlock()
 }
 
-// fail refuses an event: the error event, and the ack when asked for.
-func (ss *session) fail(p packet, code, message, room string) {
-	ss.srv.metrics.ClientErrors.WithLabelValues(code).Inc()
-	ev, _ := json.Marshal(struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Room    string `json:"room,omitempty"`
-	}{code, message, room})
-	ss.send(appendHeader(nil, typeEvent, 0, p.Nsp, 0, false), appendArray(nil, json.RawMessage(`"error"`), ev))
-	if p.HasID {
-		ack, _ := json.Marshal(struct {
-			OK    bool `json:"ok"`
-			Error any  `json:"error"`
-		}{false, struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		}{code, message}})
-		ss.ack(p.Nsp, p.ID, nil, ack)
-	}
+// fail refuses p with e, through the core's queue like every reply: the
+// error event, and the ack when p asked for one.
+func (ss *session) fail(p packet, e *protocol.Error) {
+	e.ID, e.HasID = ss.expect(p), true
+	ss.client.Refuse(e)
 }
 
 // Ready is nil: the outbox calls Conn.Wake when the hub has queued
@@ -445,47 +378,60 @@ func (ss *session) Take(dst []engineio.Packet) []engineio.Packet {
 		ss.srv.metrics.ObserveSent(time.Now(), batch)
 	}
 	for _, m := range batch {
-		if m.Update {
+		if m.Pub != nil {
 			if !ss.main {
 				continue
 			}
-			var b []byte
-			if m.Meta != nil && m.Meta.Data != nil {
-				b = m.Meta.Alt(updatePacket) // once per update, shared
-			} else if data := protocol.UpdateData(m.Frame); data != nil {
-				b = updatePacket(data) // a replay from history
-			} else {
-				continue
-			}
+			b := m.Pub.Encoded(outbox.EncSocketIO, updatePacket).([]byte) // once per update, shared
 			dst = append(dst, engineio.Packet{Type: engineio.Message, Data: b})
 			continue
 		}
-		var reply struct {
-			ID int64 `json:"id"`
-		}
-		if json.Unmarshal(m.Frame, &reply) != nil {
-			continue
-		}
-		ackID, ok := ss.pending[reply.ID]
+		a, ok := ss.pending[m.Reply.ID]
 		if !ok {
 			continue
 		}
-		delete(ss.pending, reply.ID)
-		b := appendHeader(nil, typeAck, 0, "/", ackID, true)
-		dst = append(dst, engineio.Packet{Type: engineio.Message, Data: append(b, ackOK...)})
+		delete(ss.pending, m.Reply.ID)
+		if m.Reply.Kind == outbox.Failed {
+			dst = appendFailed(dst, a, m.Reply)
+			continue
+		}
+		if a.hasAck {
+			b := appendHeader(nil, typeAck, 0, a.nsp, a.ack, true)
+			dst = append(dst, engineio.Packet{Type: engineio.Message, Data: append(b, ackOK...)})
+		}
 	}
 	return dst
 }
 
-// newID returns a random id for a namespace connection.
-func newID() string {
-	var b [15]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+// appendFailed is a refused command's answer: the error event, then the
+// ack {ok: false, error} if the client asked for one.
+func appendFailed(dst []engineio.Packet, a asked, r *outbox.Reply) []engineio.Packet {
+	ev, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Room    string `json:"room,omitempty"`
+	}{r.Code, r.Message, r.Room})
+	b := appendHeader(nil, typeEvent, 0, a.nsp, 0, false)
+	dst = append(dst, engineio.Packet{Type: engineio.Message, Data: appendArray(b, json.RawMessage(`"error"`), ev)})
+	if !a.hasAck {
+		return dst
+	}
+	ack, _ := json.Marshal(struct {
+		OK    bool `json:"ok"`
+		Error any  `json:"error"`
+	}{false, struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{r.Code, r.Message}})
+	b = appendHeader(nil, typeAck, 0, a.nsp, a.ack, true)
+	return append(dst, engineio.Packet{Type: engineio.Message, Data: appendArray(b, ack)})
 }
 
-// updatePacket is the Socket.IO EVENT update_data carrying data.
-func updatePacket(data []byte) []byte {
-	b := make([]byte, 0, len(updateHeader)+len(data)+1)
-	return append(append(append(b, updateHeader...), data...), ']')
+
+// updatePacket is the Socket.IO EVENT update_data carrying the update's
+// payload.
+func updatePacket(p *outbox.Publication) any {
+	b := make([]byte, 0, len(updateHeader)+len(p.Data)+1)
+	b = append(append(append(b, updateHeader...), p.Data...), ']')
+	return b[:len(b):len(b)]
 }
