@@ -1,9 +1,10 @@
 // Package wsread reads WebSocket connections without a goroutine per
 // connection: a push parser for what clients send (Reader) and, on Linux,
-// one epoll instance and goroutine per process part (Poller) that calls a
-// connection back when its socket has become readable. Both the native /ws
-// sessions (package session) and Engine.IO's WebSocket transport (package
-// engineio) read through it; writing stays with gorilla/websocket.
+// a Poller (one epoll instance and one goroutine, shared by a gateway's
+// connections) that calls a connection back when its socket has become
+// readable. Both the native /ws sessions (package session) and Engine.IO's
+// WebSocket transport (package engineio) read through it; writing is
+// theirs.
 //
 // A connection that cannot be polled (TLS, other systems) keeps a reader
 // goroutine that blocks in Read and feeds the same Reader.
