@@ -14,6 +14,7 @@ type Config struct {
 	Workload     string        `json:"workload"`
 	Addr         string        `json:"addr"`           // gateway (or rawserver) host:port
 	Raw          bool          `json:"raw"`            // plain TCP to `loadgen rawserver` instead of WebSocket /ws
+	SocketIO     string        `json:"socketio"`       // "websocket" or "polling": Socket.IO clients on /socket.io/ instead of /ws
 	NATS         string        `json:"nats"`           // NATS URL the producer publishes to
 	Prefix       string        `json:"prefix"`         // subject prefix: <prefix>.<room>
 	Conns        int           `json:"conns"`          // connections
@@ -87,6 +88,7 @@ func parseFlags(args []string) (Config, error) {
 	quick := fs.Bool("quick", false, "same as --workload quick")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "gateway host:port (its /ws), or the rawserver's with --raw")
 	fs.BoolVar(&c.Raw, "raw", c.Raw, "connect with plain TCP to the raw server (loadgen rawserver), the raw socket baseline")
+	fs.StringVar(&c.SocketIO, "socketio", c.SocketIO, "websocket or polling: Socket.IO v5 clients (Engine.IO v4 over that transport) on /socket.io/ instead of /ws")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS URL to publish the updates to")
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "subject prefix: updates go to <prefix>.<room>")
 	fs.IntVar(&c.Conns, "conns", c.Conns, "connections")
@@ -153,6 +155,8 @@ func overlay(dst *Config, src Config, set map[string]bool) {
 			dst.Addr = src.Addr
 		case "raw":
 			dst.Raw = src.Raw
+		case "socketio":
+			dst.SocketIO = src.SocketIO
 		case "nats":
 			dst.NATS = src.NATS
 		case "prefix":
@@ -221,6 +225,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("--hz must be >= 0 and --reconnect in [0, 1]")
 	case c.DialParallel <= 0 || c.PerWorker <= 0:
 		return fmt.Errorf("--dial-parallel and --conns-per-worker must be positive")
+	case c.SocketIO != "" && c.SocketIO != "websocket" && c.SocketIO != "polling":
+		return fmt.Errorf("--socketio must be websocket or polling")
+	case c.SocketIO != "" && c.Raw:
+		return fmt.Errorf("--socketio and --raw exclude each other")
 	}
 	return nil
 }

@@ -109,6 +109,10 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 	mConnected := scrape(ctx, metricsURL)
 	res.Server.Goroutines = goroutines(mConnected)
+	res.Server.GoroutinesBefore, res.Server.GoroutinesConnected = goroutines(m0), res.Server.Goroutines
+	if st.Established > 0 && res.Server.GoroutinesConnected > 0 {
+		res.Server.GoroutinesPerConn = (res.Server.GoroutinesConnected - res.Server.GoroutinesBefore) / float64(st.Established)
+	}
 	if !sleep(ctx, cfg.Warmup) {
 		return ctx.Err()
 	}

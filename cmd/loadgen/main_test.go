@@ -230,3 +230,27 @@ func TestPresets(t *testing.T) {
 		t.Error("unknown workload accepted")
 	}
 }
+
+// TestSocketIO runs the tiny workload as Socket.IO clients, over
+// WebSocket and over long-polling: joins acknowledged, updates delivered
+// as update_data (without seq: the event carries the payload only).
+func TestSocketIO(t *testing.T) {
+	g := roomtest.StartGateway(t, roomtest.Config(t, ""))
+	for _, transport := range []string{"websocket", "polling"} {
+		t.Run(transport, func(t *testing.T) {
+			res := runTiny(t, "--addr", g.Addr().String(), "--nats", g.Embedded().ClientURL(), "--socketio", transport)
+			if res.Mode != "socketio-"+transport {
+				t.Errorf("mode %q", res.Mode)
+			}
+			if res.Established != 50 || res.Failed != 0 {
+				t.Errorf("established %d, failed %d; want 50, 0", res.Established, res.Failed)
+			}
+			if res.Deliveries == 0 || res.Latency.Count == 0 {
+				t.Errorf("deliveries %d, latencies %d: want some", res.Deliveries, res.Latency.Count)
+			}
+			if len(res.Errors) != 0 || len(res.Disconnect) != 0 {
+				t.Errorf("errors %v, disconnects %v; want none", res.Errors, res.Disconnect)
+			}
+		})
+	}
+}

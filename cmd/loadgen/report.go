@@ -79,28 +79,34 @@ type Latency struct {
 // Server is what was measured of the server process (--pid) and its
 // /metrics.
 type Server struct {
-	PID             int     `json:"pid,omitempty"`
-	CPUSeconds      float64 `json:"cpu_s"`
-	CPUPerDelivery  float64 `json:"cpu_us_per_delivery"`
-	CPUPerOp        float64 `json:"cpu_us_per_op,omitempty"`
-	CPUUtil         float64 `json:"cpu_cores"` // average cores busy in the window
-	XRaw            float64 `json:"x_raw,omitempty"`
-	RSSBefore       int64   `json:"rss_before_bytes"`
-	RSSConnected    int64   `json:"rss_connected_bytes"`
-	RSSEnd          int64   `json:"rss_end_bytes"`
-	RSSPerConn      float64 `json:"rss_per_conn_bytes"`
-	Threads         int     `json:"threads"`
-	Goroutines      float64 `json:"goroutines,omitempty"`
-	MsgsPerFrame    float64 `json:"msgs_per_frame,omitempty"`   // roomcast_messages_sent / frames_sent in the window
-	Deliveries      float64 `json:"deliveries,omitempty"`       // roomcast_deliveries_total in the window
-	SubsBefore      float64 `json:"nats_subs_before,omitempty"` // before connecting
-	SubsConnected   float64 `json:"nats_subs_connected,omitempty"`
-	SubsWindowStart float64 `json:"nats_subs_window_start,omitempty"`
-	SubsWindowEnd   float64 `json:"nats_subs_window_end,omitempty"`
-	SubsMin         float64 `json:"nats_subs_min,omitempty"` // over the samples
-	SubsMax         float64 `json:"nats_subs_max,omitempty"`
-	SlowDisconnects float64 `json:"slow_disconnects,omitempty"`
-	Conflated       float64 `json:"conflated,omitempty"`
+	PID            int     `json:"pid,omitempty"`
+	CPUSeconds     float64 `json:"cpu_s"`
+	CPUPerDelivery float64 `json:"cpu_us_per_delivery"`
+	CPUPerOp       float64 `json:"cpu_us_per_op,omitempty"`
+	CPUUtil        float64 `json:"cpu_cores"` // average cores busy in the window
+	XRaw           float64 `json:"x_raw,omitempty"`
+	RSSBefore      int64   `json:"rss_before_bytes"`
+	RSSConnected   int64   `json:"rss_connected_bytes"`
+	RSSEnd         int64   `json:"rss_end_bytes"`
+	RSSPerConn     float64 `json:"rss_per_conn_bytes"`
+	Threads        int     `json:"threads"`
+	Goroutines     float64 `json:"goroutines,omitempty"`
+	// Goroutines before connecting and after --settle, and their
+	// difference per established connection: what an idle connection
+	// costs in goroutines (W1).
+	GoroutinesBefore    float64 `json:"goroutines_before,omitempty"`
+	GoroutinesConnected float64 `json:"goroutines_connected,omitempty"`
+	GoroutinesPerConn   float64 `json:"goroutines_per_conn"`
+	MsgsPerFrame        float64 `json:"msgs_per_frame,omitempty"`   // roomcast_messages_sent / frames_sent in the window
+	Deliveries          float64 `json:"deliveries,omitempty"`       // roomcast_deliveries_total in the window
+	SubsBefore          float64 `json:"nats_subs_before,omitempty"` // before connecting
+	SubsConnected       float64 `json:"nats_subs_connected,omitempty"`
+	SubsWindowStart     float64 `json:"nats_subs_window_start,omitempty"`
+	SubsWindowEnd       float64 `json:"nats_subs_window_end,omitempty"`
+	SubsMin             float64 `json:"nats_subs_min,omitempty"` // over the samples
+	SubsMax             float64 `json:"nats_subs_max,omitempty"`
+	SlowDisconnects     float64 `json:"slow_disconnects,omitempty"`
+	Conflated           float64 `json:"conflated,omitempty"`
 }
 
 // Trend is the least-squares slope of the samples: flat is what a soak
@@ -122,6 +128,9 @@ func newResult(cfg Config) *Result {
 	}
 	if cfg.Raw {
 		r.Mode = "raw"
+	}
+	if cfg.SocketIO != "" {
+		r.Mode = "socketio-" + cfg.SocketIO
 	}
 	r.Server.PID = cfg.PID
 	return r
@@ -284,6 +293,9 @@ func (r *Result) print(w io.Writer, quiet bool) {
 			row("server rss", "%.1f MiB before, %.1f MiB connected, %.1f MiB end; %.0f bytes (%.2f KiB) per connection",
 				mib(s.RSSBefore), mib(s.RSSConnected), mib(s.RSSEnd), s.RSSPerConn, s.RSSPerConn/1024)
 			row("server threads", "%d; goroutines %s", s.Threads, orNA(s.Goroutines, "%.0f"))
+			if s.GoroutinesConnected > 0 {
+				row("server goroutines", "%.0f before, %.0f connected; %.3f per connection", s.GoroutinesBefore, s.GoroutinesConnected, s.GoroutinesPerConn)
+			}
 			if s.Conflated > 0 || s.SlowDisconnects > 0 {
 				row("server slow clients", "%.0f updates conflated, %.0f clients closed with 4008 (the gaps above)", s.Conflated, s.SlowDisconnects)
 			}

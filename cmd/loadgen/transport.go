@@ -64,6 +64,9 @@ func dial(ctx context.Context, cfg *Config, conn int) (transport, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	nd := netDialer(cfg, conn)
+	if cfg.SocketIO != "" {
+		return dialSocketIO(ctx, cfg, nd)
+	}
 	if cfg.Raw {
 		c, err := nd.DialContext(ctx, "tcp", cfg.Addr)
 		if err != nil {

@@ -276,7 +276,11 @@ func closeCode(ws *websocket.Conn) int {
 
 func TestWebSocketErrors(t *testing.T) {
 	t.Parallel()
-	_, base := start(t, nil)
+	webSocketErrors(t, nil)
+}
+
+func webSocketErrors(t *testing.T, edit func(*engineio.Config)) {
+	_, base := start(t, edit)
 	tests := []struct {
 		name string
 		typ  int
@@ -307,7 +311,11 @@ func TestWebSocketErrors(t *testing.T) {
 // polling and a second WebSocket are refused and the session goes on.
 func TestUpgrade(t *testing.T) {
 	t.Parallel()
-	_, base := start(t, nil)
+	upgrade(t, nil)
+}
+
+func upgrade(t *testing.T, edit func(*engineio.Config)) {
+	_, base := start(t, edit)
 	sid := handshake(t, base)
 	url := base + "&transport=polling&sid=" + sid
 	poll := make(chan string, 1)
@@ -398,8 +406,15 @@ func TestShutdown(t *testing.T) {
 // server's.
 func TestCloseStatus(t *testing.T) {
 	t.Parallel()
+	closeStatus(t, nil)
+}
+
+func closeStatus(t *testing.T, edit func(*engineio.Config)) {
 	conns := make(chan *engineio.Conn, 1)
 	_, base := start(t, func(c *engineio.Config) {
+		if edit != nil {
+			edit(c)
+		}
 		c.Open = func(conn *engineio.Conn) engineio.Handler {
 			conns <- conn
 			return engineio.Echo(conn)

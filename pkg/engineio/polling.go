@@ -22,7 +22,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeUnknownSID)
 		return
-	case c.ws != nil: // upgraded: polling is over
+	case c.ws.Load() != nil: // upgraded: polling is over
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
@@ -32,11 +32,13 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return
 	}
-	if c.probed {
+	if c.probed || c.upgrading {
 		// A new poll during an upgrade: the client is about to send "5"
 		// (a client's waiting poll was answered when the probe came).
 		// Give it a moment, as the reference server does, so that a poll
-		// racing the upgrade is refused like one that comes after it.
+		// racing the upgrade is refused like one that comes after it. A
+		// probe already sent may not have been read yet: the socket is
+		// read when the poller reports it, not by this request.
 		c.mu.Unlock()
 		t := time.NewTimer(probeWait)
 		select {
@@ -46,7 +48,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 		}
 		t.Stop()
 		c.mu.Lock()
-		if c.ws != nil || c.polling {
+		if c.ws.Load() != nil || c.polling {
 			c.mu.Unlock()
 			writeError(w, http.StatusBadRequest, codeBadRequest)
 			return
@@ -67,7 +69,7 @@ func (c *Conn) servePoll(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		c.mu.Lock()
-		closed, final, probed := c.closed, c.final, c.probed || c.ws != nil
+		closed, final, probed := c.closed, c.final, c.probed || c.ws.Load() != nil
 		c.mu.Unlock()
 		if closed {
 			c.mu.Lock()
@@ -106,7 +108,7 @@ func (c *Conn) servePost(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeUnknownSID)
 		return
-	case c.ws != nil:
+	case c.ws.Load() != nil:
 		c.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeBadRequest)
 		return

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
 // Config tunes a Server.
@@ -52,6 +52,10 @@ type Config struct {
 	// message at a time) loses a message that arrives in the same read as
 	// the one before.
 	FrameGap time.Duration
+	// Poller, if set, watches the WebSockets' sockets, so that an idle
+	// WebSocket session holds no goroutine; nil (or a socket it cannot
+	// watch, such as TLS) gives each WebSocket a reader goroutine.
+	Poller *wsread.Poller
 	// Log receives debug lines about sessions; nil discards.
 	Log *slog.Logger
 }
@@ -71,7 +75,9 @@ type Handler interface {
 	// Closed is called once, when the session has ended.
 	Closed(reason string)
 	// Ready is signalled when the handler has packets for Take; nil if it
-	// never has any.
+	// never has any, or if it calls Conn.Wake instead. A WebSocket session
+	// whose handler has a Ready channel needs a goroutine to wait on it;
+	// one that calls Wake needs none.
 	Ready() <-chan struct{}
 	// Take appends the handler's waiting packets to dst.
 	Take(dst []Packet) []Packet
@@ -107,10 +113,9 @@ var errorMessages = map[int]string{
 // Server serves Engine.IO sessions. It is an http.Handler for the
 // endpoint's path (for example /socket.io/).
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	upgrader websocket.Upgrader
-	open     []byte // the handshake JSON without the sid
+	cfg  Config
+	log  *slog.Logger
+	open []byte // the handshake JSON without the sid
 
 	mu       sync.Mutex
 	sessions map[string]*Conn
@@ -133,17 +138,6 @@ func NewServer(cfg Config) *Server {
 		log:      log,
 		sessions: make(map[string]*Conn),
 		perIP:    make(map[string]int),
-	}
-	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  4096,
-		WriteBufferPool:  &sync.Pool{},
-		// Origins are checked before the upgrade, for every transport.
-		CheckOrigin: func(*http.Request) bool { return true },
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			writeError(w, status, codeBadRequest)
-		},
 	}
 	return s
 }
@@ -268,7 +262,7 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// newConn registers a session and starts its heartbeat. It returns nil and
+// newConn registers a session (its heartbeat timer runs from now). It returns nil and
 // an HTTP status when the session is refused.
 func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 	ip := remoteIP(r)
@@ -301,7 +295,13 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 	s.mu.Unlock()
 
 	c.h = s.cfg.Open(c)
-	go c.run()
+	c.mu.Lock()
+	c.opened = true
+	closed := c.closed // ended (Shutdown, say) while Open ran: end could not call Closed
+	c.mu.Unlock()
+	if closed {
+		go c.closeHandler()
+	}
 	return c, 0
 }
 

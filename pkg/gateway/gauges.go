@@ -72,7 +72,7 @@ func (g *Gateway) registerGauges() {
 		}),
 		// For soak runs (the load tool's W5): goroutines must stay flat.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "roomcast_goroutines", Help: "Goroutines in the gateway process: two per connection plus a fixed number."}, func() float64 {
+			Name: "roomcast_goroutines", Help: "Goroutines in the gateway process: a fixed number, plus one per connection while it is being read or written; an idle WebSocket (/ws or Socket.IO) holds none, or one reader with TLS or without epoll, and a waiting Socket.IO long-poll or an /sse stream holds its HTTP request's."}, func() float64 {
 			return float64(runtime.NumGoroutine())
 		}),
 	)

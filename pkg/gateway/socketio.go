@@ -57,6 +57,8 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		CheckOrigin: g.admit.originAllowed,
 		Authorize:   authorize,
 		Conformance: c.Conformance,
+		// The /ws poller (nil with TLS): one epoll reader for both.
+		Poller: g.poller,
 	}
 	if c.Conformance {
 		g.log.Warn("socketio.conformance is on: test timings and echo handlers, not for production")
@@ -70,6 +72,7 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 			FrameGap:     scfg.FrameGap,
 			WriteTimeout: scfg.WriteTimeout,
 			CheckOrigin:  scfg.CheckOrigin,
+			Poller:       scfg.Poller,
 			Open:         engineio.Echo,
 			Log:          g.log,
 		})

@@ -20,12 +20,10 @@ package session
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -35,6 +33,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
+	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
 // Config holds the per-connection tunables. See config.yaml for what each
@@ -63,7 +62,6 @@ type Config struct {
 const closeGrace = 2 * time.Second
 
 var (
-	errEOF         = io.EOF
 	errPongOverdue = errors.New("pong overdue")
 	errAborted     = errors.New("aborted")
 	errPeerClosed  = errors.New("client closed the connection")
@@ -87,20 +85,14 @@ type Session struct {
 	onDone  func()
 	start   time.Time
 
-	// With a poller: the socket's descriptor and the generation of its
-	// registration (set by Poller.add). polled is false when the session
-	// fell back to a reader goroutine. reading is set by the poller when it
-	// hands an event to readable and cleared before re-arming: a second
-	// reader of one session is refused.
-	raw     syscall.RawConn
-	fd      int
-	pollGen uint32
-	polled  bool
-	reading atomic.Bool
+	// With a poller: the socket's registration (filled in by Poller.Add).
+	// polled is false when the session fell back to a reader goroutine.
+	reg    wsread.Registration
+	polled bool
 
 	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
 	// or the reader goroutine).
-	frames   frameReader
+	frames   wsread.Reader
 	peerCode int // the code of the client's close frame, when it closed
 
 	lastRead atomic.Int64 // unix nanoseconds of the client's last bytes
@@ -145,7 +137,7 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		metrics: m,
 		log:     log,
 		logArgs: logArgs,
-		frames:  frameReader{maxMessage: int(cfg.MaxFrameBytes), deflate: cfg.Compress},
+		frames:  wsread.Reader{MaxMessage: int(cfg.MaxFrameBytes), Deflate: cfg.Compress},
 	}
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
 	s.client = client.New(h, s.box, cfg.Client, m, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
@@ -174,7 +166,7 @@ func (s *Session) Start(onDone func()) {
 	if s.cfg.Poller != nil {
 		// Set before add: an event may end the session before add returns.
 		s.polled = true
-		if s.cfg.Poller.add(s, s.nc) == nil {
+		if s.cfg.Poller.Add((*pollConn)(s), &s.reg, s.nc) == nil {
 			return
 		}
 		s.polled = false
@@ -235,7 +227,7 @@ func (s *Session) end(err error) {
 			s.heartbeat.Stop()
 		}
 		if s.polled {
-			s.cfg.Poller.remove(s)
+			s.reg.Remove()
 		}
 		s.client.Close() // out of every room, the queue freed
 		_ = s.nc.Close()
@@ -278,10 +270,7 @@ func (s *Session) readable() {
 	if !s.drain() {
 		return // ended: no re-arm, and reading stays set
 	}
-	// Cleared before the re-arm, not after: the next event may come as soon
-	// as the socket is armed, and must find the session free.
-	s.reading.Store(false)
-	if err := s.cfg.Poller.rearm(s); err != nil {
+	if err := s.reg.Rearm(); err != nil {
 		s.end(err)
 	}
 }
@@ -292,7 +281,7 @@ func (s *Session) drain() bool {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	for {
-		n, err := readNonblocking(s.raw, *bp)
+		n, err := s.reg.Read(*bp)
 		if n > 0 {
 			s.received((*bp)[:n])
 		}
@@ -340,14 +329,14 @@ func (s *Session) received(p []byte) {
 		return
 	}
 	s.lastRead.Store(time.Now().UnixNano())
-	err := s.frames.feed(p, s.frame)
-	var fe *frameError
+	err := s.frames.Feed(p, s.frame)
+	var fe *wsread.FrameError
 	switch {
 	case err == nil:
 	case errors.As(err, &fe):
 		// The stream cannot be parsed further: send the close frame and
 		// end without waiting for an answer we could not read.
-		s.frames.broken = true
+		s.frames.Break()
 		s.Close(fe.Code, fe.Reason)
 		s.answered()
 	case errors.Is(err, errPeerClosed):
@@ -358,13 +347,13 @@ func (s *Session) received(p []byte) {
 // frame handles one complete message or control frame.
 func (s *Session) frame(op byte, payload []byte) error {
 	switch op {
-	case opText:
+	case wsread.OpText:
 		if !s.isClosing() {
 			s.command(payload)
 		}
-	case opBinary:
+	case wsread.OpBinary:
 		s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
-	case opPing:
+	case wsread.OpPing:
 		// Each ping costs a pong write: pings share the command budget, so
 		// a ping flood ends like a command flood.
 		switch s.client.Spend(time.Now()) {
@@ -375,9 +364,9 @@ func (s *Session) frame(op byte, payload []byte) error {
 			return nil
 		}
 		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
-	case opPong:
+	case wsread.OpPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
-	case opClose:
+	case wsread.OpClose:
 		if s.isClosing() {
 			s.answered()
 			return errPeerClosed

@@ -37,6 +37,7 @@ import (
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
+	"github.com/roomcast/roomcast/pkg/wsread"
 )
 
 // Grant is what an authorized connection may do: the rooms it may join,
@@ -73,6 +74,9 @@ type Config struct {
 	CheckOrigin      func(*http.Request) bool
 	// Authorize, if set, decides every CONNECT; nil allows everything.
 	Authorize Authorize
+	// Poller, if set, watches the sessions' WebSockets (see
+	// engineio.Config); the gateway passes the one /ws uses.
+	Poller *wsread.Poller
 	// Conformance adds what the official protocol test suites expect: the
 	// auth event on connect, message → message-back, message-with-ack, and
 	// the /custom namespace.
@@ -106,6 +110,7 @@ func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, 
 		FrameGap:         cfg.FrameGap,
 		CheckOrigin:      cfg.CheckOrigin,
 		Open:             s.open,
+		Poller:           cfg.Poller,
 		Log:              log,
 	})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -49,10 +49,12 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 		nsps:    make(map[string]Grant),
 		pending: make(map[int64]asked),
 	}
-	ss.box = outbox.New(s.cfg.Outbox, func() {
+	// The outbox wakes the session's writer itself (Conn.Wake), so an idle
+	// WebSocket needs no goroutine waiting on a Ready channel.
+	ss.box = outbox.NewNotify(s.cfg.Outbox, func() {
 		s.metrics.SlowDisconnects.Inc()
 		c.Close(4008, "client too slow")
-	})
+	}, c.Wake)
 	// An expiring grant closes the session, with 4001 on a WebSocket, as
 	// /ws does: the client reconnects on its own and CONNECTs again, and
 	// its auth option (a function) can fetch a new token.
@@ -352,7 +354,8 @@ func (ss *session) fail(p packet, e *protocol.Error) {
 	ss.client.Refuse(e)
 }
 
-// Ready is signalled when the hub has queued something.
+// Ready is nil: the outbox calls Conn.Wake when the hub has queued
+// something.
 func (ss *session) Ready() <-chan struct{} { return ss.box.Ready() }
 
 var (

@@ -1,24 +1,25 @@
 //go:build linux
 
-package session
+package wsread
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/roomcast/roomcast/pkg/metrics"
 )
 
 // Poller watches the sockets of idle connections with one epoll instance
 // and one goroutine, so that a connection waiting for its client's next
-// command holds no goroutine and no read buffer. When a socket becomes
-// readable, a short-lived goroutine reads what arrived, runs the commands
-// and re-arms the socket (EPOLLONESHOT: one event, one reader).
+// message holds no goroutine and no read buffer. When a socket becomes
+// readable, the poller calls the connection's Readable on a short-lived
+// goroutine, which reads what arrived, handles it and re-arms the socket
+// (EPOLLONESHOT: one event, one reader).
 //
 // A descriptor number is reused by the kernel as soon as its socket is
 // closed, so the number alone does not name a connection: an event taken
@@ -26,25 +27,25 @@ import (
 // connection that got the number next. Each registration therefore carries
 // a generation in the event's data (descriptor in the low 32 bits,
 // generation in the high 32), and an event whose generation is not the
-// current owner's is dropped. Every epoll_ctl on a session's descriptor
+// current owner's is dropped. Every epoll_ctl on a connection's descriptor
 // runs inside its RawConn.Control, which holds the descriptor open, so a
-// late re-arm can never touch a successor's registration; and a session's
-// reading flag makes a second concurrent reader impossible.
+// late re-arm can never touch a successor's registration; and a
+// registration's reading flag makes a second concurrent reader impossible.
 //
-// Lifetime: NewPoller starts the goroutine; Close ends it after the
-// gateway's sessions are gone.
+// Lifetime: NewPoller starts the goroutine; Close ends it, after the
+// connections registered have gone (their owners' shutdown first).
 type Poller struct {
 	epfd int
 	wake [2]int // a pipe: Close writes to end EpollWait
 
 	log    *slog.Logger
-	errors interface{ Inc() } // roomcast_poller_errors_total
+	errors Counter // roomcast_poller_errors_total in the gateway
 	// wait is syscall.EpollWait; tests put a failing one in its place.
 	wait func(epfd int, events []syscall.EpollEvent, msec int) (int, error)
 
 	mu    sync.RWMutex
-	conns map[int32]*Session // by descriptor; the Session holds its generation
-	gen   uint32             // the latest registration's generation
+	conns map[int32]*Registration // by descriptor; the Registration holds its generation
+	gen   uint32                  // the latest registration's generation
 
 	closeOnce sync.Once
 	stop      chan struct{} // closed by Close: ends a backoff wait
@@ -60,9 +61,9 @@ const pollBackoffMax = time.Second
 
 // NewPoller starts a poller; on error the caller falls back to a reader
 // goroutine per connection. Its failures are logged on log and counted in
-// m.PollerErrors.
-func NewPoller(log *slog.Logger, m *metrics.Metrics) (*Poller, error) {
-	p, err := newPoller(log, m.PollerErrors, syscall.EpollWait)
+// errs.
+func NewPoller(log *slog.Logger, errs Counter) (*Poller, error) {
+	p, err := newPoller(log, errs, syscall.EpollWait)
 	if err != nil {
 		return nil, err
 	}
@@ -71,14 +72,14 @@ func NewPoller(log *slog.Logger, m *metrics.Metrics) (*Poller, error) {
 }
 
 // newPoller makes a poller without starting its goroutine.
-func newPoller(log *slog.Logger, errs interface{ Inc() }, wait func(int, []syscall.EpollEvent, int) (int, error)) (*Poller, error) {
+func newPoller(log *slog.Logger, errs Counter, wait func(int, []syscall.EpollEvent, int) (int, error)) (*Poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	p := &Poller{
 		epfd: epfd, log: log, errors: errs, wait: wait,
-		conns: make(map[int32]*Session),
+		conns: make(map[int32]*Registration),
 		stop:  make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
@@ -99,7 +100,7 @@ func (p *Poller) closeFDs() {
 	syscall.Close(p.wake[1])
 }
 
-// Close stops the poller. Sessions still registered are not closed.
+// Close stops the poller. Connections still registered are not closed.
 func (p *Poller) Close() {
 	p.closeOnce.Do(func() {
 		close(p.stop)
@@ -117,15 +118,38 @@ func pollEvent(fd int32, gen uint32) syscall.EpollEvent {
 	return syscall.EpollEvent{Events: pollEvents, Fd: fd, Pad: int32(gen)}
 }
 
+// Readable is a connection watched by a Poller.
+type Readable interface {
+	// Readable is called on a goroutine of its own when the socket has
+	// become readable. It reads with Registration.Read until that returns
+	// 0 bytes, then calls Registration.Rearm for the next event; a
+	// connection that has ended does not re-arm. Until then no other
+	// Readable call comes for this connection.
+	Readable()
+}
+
+// Registration is a connection's place in a Poller. The connection holds
+// it (the zero value) and Add fills it in before the socket is watched,
+// so that Readable, which may come before Add returns, finds it complete.
+type Registration struct {
+	p       *Poller
+	c       Readable
+	raw     syscall.RawConn
+	fd      int32
+	gen     uint32
+	reading atomic.Bool // set when an event is handed to Readable, cleared by Rearm
+}
+
 // rawConn is what the poller needs of a connection: its file descriptor.
 type rawConn interface {
 	SyscallConn() (syscall.RawConn, error)
 }
 
-// add watches s's socket. It fails for connections without a plain file
-// descriptor (TLS), which then need a reader goroutine.
-func (p *Poller) add(s *Session, c net.Conn) error {
-	rc, ok := c.(rawConn)
+// Add watches nc's socket for c, with r as its registration. It fails
+// for connections without a plain file descriptor (TLS), which then need
+// a reader goroutine.
+func (p *Poller) Add(c Readable, r *Registration, nc net.Conn) error {
+	rc, ok := nc.(rawConn)
 	if !ok {
 		return errors.New("not a plain socket")
 	}
@@ -139,12 +163,12 @@ func (p *Poller) add(s *Session, c net.Conn) error {
 		// Registered before EPOLL_CTL_ADD: the first event may come at once.
 		p.mu.Lock()
 		p.gen++
-		s.raw, s.fd, s.pollGen = raw, int(fd), p.gen
-		p.conns[fd] = s
+		r.p, r.c, r.raw, r.fd, r.gen = p, c, raw, fd, p.gen
+		p.conns[fd] = r
 		p.mu.Unlock()
-		ev := pollEvent(fd, s.pollGen)
+		ev := pollEvent(fd, r.gen)
 		if ctlErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); ctlErr != nil {
-			p.forget(s)
+			p.forget(r)
 		}
 	})
 	if cerr != nil {
@@ -153,23 +177,26 @@ func (p *Poller) add(s *Session, c net.Conn) error {
 	return ctlErr
 }
 
-// forget drops s from the registry if it is still the owner of its number.
-func (p *Poller) forget(s *Session) {
+// forget drops r from the registry if it is still the owner of its number.
+func (p *Poller) forget(r *Registration) {
 	p.mu.Lock()
-	if p.conns[int32(s.fd)] == s {
-		delete(p.conns, int32(s.fd))
+	if p.conns[r.fd] == r {
+		delete(p.conns, r.fd)
 	}
 	p.mu.Unlock()
 }
 
-// rearm asks for the next readable event of s's socket. It fails once the
-// socket is closed: the descriptor number may already be another
-// connection's, and must not be touched.
-func (p *Poller) rearm(s *Session) error {
+// Rearm ends the current read and asks for the next readable event. It
+// fails once the socket is closed: the descriptor number may already be
+// another connection's, and must not be touched.
+func (r *Registration) Rearm() error {
+	// Cleared before the re-arm, not after: the next event may come as
+	// soon as the socket is armed, and must find the connection free.
+	r.reading.Store(false)
 	var ctlErr error
-	cerr := s.raw.Control(func(fd uintptr) {
-		ev := pollEvent(int32(fd), s.pollGen)
-		ctlErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+	cerr := r.raw.Control(func(fd uintptr) {
+		ev := pollEvent(int32(fd), r.gen)
+		ctlErr = syscall.EpollCtl(r.p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 	})
 	if cerr != nil {
 		return cerr
@@ -177,27 +204,54 @@ func (p *Poller) rearm(s *Session) error {
 	return ctlErr
 }
 
-// remove stops watching s's socket. It runs before the socket is closed;
+// Remove stops watching the socket. Call it before closing the socket;
 // should the socket be closed already, the kernel has dropped the
-// registration and the number is left alone.
-func (p *Poller) remove(s *Session) {
-	p.forget(s)
-	_ = s.raw.Control(func(fd uintptr) {
-		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+// registration and the number is left alone. It does nothing on a
+// registration that Add did not fill in, and may be called more than once.
+func (r *Registration) Remove() {
+	if r.p == nil {
+		return
+	}
+	r.p.forget(r)
+	_ = r.raw.Control(func(fd uintptr) {
+		_ = syscall.EpollCtl(r.p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 	})
 }
 
-// claim returns the session an event is for, now marked as being read, or
-// nil: the event is stale (its connection is gone, the number perhaps
-// reused), or the session is being read already.
-func (p *Poller) claim(ev syscall.EpollEvent) *Session {
+// Read reads what the socket holds without waiting: n == 0 and err == nil
+// means nothing more for now (re-arm); io.EOF means the peer closed.
+func (r *Registration) Read(buf []byte) (n int, err error) {
+	var rerr error
+	cerr := r.raw.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), buf)
+		return true // never park: the poller tells us when there is more
+	})
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case errors.Is(rerr, syscall.EAGAIN):
+		return 0, nil
+	case errors.Is(rerr, syscall.EINTR):
+		return 0, nil
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// claim returns the registration an event is for, now marked as being
+// read, or nil: the event is stale (its connection is gone, the number
+// perhaps reused), or the connection is being read already.
+func (p *Poller) claim(ev syscall.EpollEvent) *Registration {
 	p.mu.RLock()
-	s := p.conns[ev.Fd]
+	r := p.conns[ev.Fd]
 	p.mu.RUnlock()
-	if s == nil || s.pollGen != uint32(ev.Pad) {
+	if r == nil || r.gen != uint32(ev.Pad) {
 		return nil
 	}
-	if !s.reading.CompareAndSwap(false, true) {
+	if !r.reading.CompareAndSwap(false, true) {
 		// EPOLLONESHOT and re-arming only after the read make this
 		// impossible; should it happen, refusing is what keeps one frame
 		// parser from having two readers.
@@ -205,7 +259,7 @@ func (p *Poller) claim(ev syscall.EpollEvent) *Session {
 		p.log.Error("poller: event for a connection that is being read; refused", "fd", ev.Fd)
 		return nil
 	}
-	return s
+	return r
 }
 
 func (p *Poller) run() {
@@ -228,8 +282,8 @@ func (p *Poller) run() {
 			if ev.Fd == wakeFd {
 				return
 			}
-			if s := p.claim(ev); s != nil {
-				go s.readable()
+			if r := p.claim(ev); r != nil {
+				go r.c.Readable()
 			}
 		}
 	}
@@ -254,27 +308,4 @@ func (p *Poller) failed(err error, backoff *time.Duration) bool {
 	case <-p.stop:
 		return false
 	}
-}
-
-// readNonblocking reads what the socket holds without waiting: n == 0 and
-// err == nil means nothing more for now; io.EOF means the peer closed.
-func readNonblocking(raw syscall.RawConn, buf []byte) (n int, err error) {
-	var rerr error
-	cerr := raw.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), buf)
-		return true // never park: the poller tells us when there is more
-	})
-	switch {
-	case cerr != nil:
-		return 0, cerr
-	case errors.Is(rerr, syscall.EAGAIN):
-		return 0, nil
-	case errors.Is(rerr, syscall.EINTR):
-		return 0, nil
-	case rerr != nil:
-		return 0, rerr
-	case n == 0:
-		return 0, errEOF
-	}
-	return n, nil
 }

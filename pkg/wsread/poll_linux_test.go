@@ -1,6 +1,6 @@
 //go:build linux
 
-package session
+package wsread
 
 import (
 	"bytes"
@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 )
+
+// nopReadable is a connection whose events the test takes itself.
+type nopReadable struct{}
+
+func (nopReadable) Readable() {}
 
 type errCount struct{ n atomic.Int64 }
 
@@ -118,18 +123,18 @@ func TestPollerStaleEvent(t *testing.T) {
 	}
 
 	sa := accept()
-	a := new(Session)
-	if err := p.add(a, sa); err != nil {
+	a := new(Registration)
+	if err := p.Add(nopReadable{}, a, sa); err != nil {
 		t.Fatal(err)
 	}
-	fdA, genA := a.fd, a.pollGen
-	// A ends as Session.end does it: out of the poller, then closed.
-	p.remove(a)
+	fdA, genA := a.fd, a.gen
+	// A ends as a session does: out of the poller, then closed.
+	a.Remove()
 	if err := sa.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b := new(Session)
-	if err := p.add(b, accept()); err != nil {
+	b := new(Registration)
+	if err := p.Add(nopReadable{}, b, accept()); err != nil {
 		t.Fatal(err)
 	}
 	if b.fd != fdA {
@@ -138,7 +143,7 @@ func TestPollerStaleEvent(t *testing.T) {
 
 	// An event of A's registration, taken from epoll_wait before A closed
 	// and handled now: it carries B's number but A's generation.
-	if s := p.claim(pollEvent(int32(b.fd), genA)); s != nil {
+	if r := p.claim(pollEvent(b.fd, genA)); r != nil {
 		t.Fatal("a stale event (old generation of the descriptor) was dispatched to the new session")
 	}
 	if b.reading.Load() {
@@ -151,17 +156,17 @@ func TestPollerStaleEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := socketEvents(t, p, 5*time.Second)
-	if len(evs) != 1 || evs[0].Fd != int32(b.fd) || uint32(evs[0].Pad) != b.pollGen {
-		t.Fatalf("events %+v, want one for fd %d generation %d", evs, b.fd, b.pollGen)
+	if len(evs) != 1 || evs[0].Fd != b.fd || uint32(evs[0].Pad) != b.gen {
+		t.Fatalf("events %+v, want one for fd %d generation %d", evs, b.fd, b.gen)
 	}
-	if s := p.claim(evs[0]); s != b {
+	if r := p.claim(evs[0]); r != b {
 		t.Fatal("B's event was not dispatched to B")
 	}
 
 	// A's reader, late, re-arms: its socket is closed, so this must fail
 	// and leave B's registration alone (by number, it would arm B while B
 	// is being read).
-	if err := p.rearm(a); err == nil {
+	if err := a.Rearm(); err == nil {
 		t.Fatal("re-arming a closed session succeeded")
 	}
 	if _, err := clients[1].Write([]byte("y")); err != nil {
@@ -173,7 +178,7 @@ func TestPollerStaleEvent(t *testing.T) {
 
 	// Even an event for B's current generation cannot start a second
 	// reader while B is read; the refusal is counted.
-	if s := p.claim(pollEvent(int32(b.fd), b.pollGen)); s != nil {
+	if r := p.claim(pollEvent(b.fd, b.gen)); r != nil {
 		t.Fatal("a second concurrent reader of one session was allowed")
 	}
 	if n := errs.n.Load(); n != 1 {
@@ -182,8 +187,7 @@ func TestPollerStaleEvent(t *testing.T) {
 
 	// B's reader is done and re-arms: the data waiting brings B's next
 	// event.
-	b.reading.Store(false)
-	if err := p.rearm(b); err != nil {
+	if err := b.Rearm(); err != nil {
 		t.Fatal(err)
 	}
 	evs = socketEvents(t, p, 5*time.Second)

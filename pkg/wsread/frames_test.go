@@ -1,4 +1,4 @@
-package session
+package wsread
 
 import (
 	"bytes"
@@ -47,7 +47,7 @@ type event struct {
 // run feeds in to a reader in chunks of size step (0: all at once) and
 // returns what it emitted and the close code of its error (0: none).
 func run(in []byte, step int, deflate bool) ([]event, int) {
-	r := frameReader{maxMessage: 4096, deflate: deflate}
+	r := Reader{MaxMessage: 4096, Deflate: deflate}
 	var got []event
 	emit := func(op byte, p []byte) error {
 		got = append(got, event{op, string(p)})
@@ -59,8 +59,8 @@ func run(in []byte, step int, deflate bool) ([]event, int) {
 	data := bytes.Clone(in)
 	for i := 0; i < len(data); i += step {
 		chunk := bytes.Clone(data[i:min(i+step, len(data))])
-		if err := r.feed(chunk, emit); err != nil {
-			var fe *frameError
+		if err := r.Feed(chunk, emit); err != nil {
+			var fe *FrameError
 			if errors.As(err, &fe) {
 				return got, fe.Code
 			}
@@ -80,15 +80,15 @@ func TestFrameReader(t *testing.T) {
 		want    []event
 		code    int
 	}{
-		{"text", clientFrame(0x81, []byte(join)), false, []event{{opText, join}}, 0},
-		{"two in one read", append(clientFrame(0x81, []byte("a")), clientFrame(0x81, []byte("b"))...), false, []event{{opText, "a"}, {opText, "b"}}, 0},
-		{"16-bit length", clientFrame(0x81, []byte(strings.Repeat("y", 300))), false, []event{{opText, strings.Repeat("y", 300)}}, 0},
+		{"text", clientFrame(0x81, []byte(join)), false, []event{{OpText, join}}, 0},
+		{"two in one read", append(clientFrame(0x81, []byte("a")), clientFrame(0x81, []byte("b"))...), false, []event{{OpText, "a"}, {OpText, "b"}}, 0},
+		{"16-bit length", clientFrame(0x81, []byte(strings.Repeat("y", 300))), false, []event{{OpText, strings.Repeat("y", 300)}}, 0},
 		{"fragmented with a ping inside", bytes.Join([][]byte{clientFrame(0x01, []byte("ab")), clientFrame(0x89, []byte("p")), clientFrame(0x80, []byte("cd"))}, nil), false,
-			[]event{{opPing, "p"}, {opText, "abcd"}}, 0},
-		{"pong and close", append(clientFrame(0x8A, nil), clientFrame(0x88, []byte{0x03, 0xE8})...), false, []event{{opPong, ""}, {opClose, "\x03\xe8"}}, 0},
-		{"binary is passed on", clientFrame(0x82, []byte{0, 1, 2}), false, []event{{opBinary, "\x00\x01\x02"}}, 0},
-		{"compressed", clientFrame(0xC1, deflated(join)), true, []event{{opText, join}}, 0},
-		{"compressed fragments", append(clientFrame(0x41, deflated(join)[:3]), clientFrame(0x80, deflated(join)[3:])...), true, []event{{opText, join}}, 0},
+			[]event{{OpPing, "p"}, {OpText, "abcd"}}, 0},
+		{"pong and close", append(clientFrame(0x8A, nil), clientFrame(0x88, []byte{0x03, 0xE8})...), false, []event{{OpPong, ""}, {OpClose, "\x03\xe8"}}, 0},
+		{"binary is passed on", clientFrame(0x82, []byte{0, 1, 2}), false, []event{{OpBinary, "\x00\x01\x02"}}, 0},
+		{"compressed", clientFrame(0xC1, deflated(join)), true, []event{{OpText, join}}, 0},
+		{"compressed fragments", append(clientFrame(0x41, deflated(join)[:3]), clientFrame(0x80, deflated(join)[3:])...), true, []event{{OpText, join}}, 0},
 		{"unmasked", []byte{0x81, 0x01, 'a'}, false, nil, 1002},
 		{"reserved bit", clientFrame(0xA1, []byte("a")), false, nil, 1002},
 		{"RSV1 without deflate", clientFrame(0xC1, deflated(join)), false, nil, 1002},
@@ -123,13 +123,13 @@ func TestFrameReader(t *testing.T) {
 // TestFrameReaderKeepsNoBuffer: between messages an idle reader holds no
 // buffer, which is what makes an idle connection cheap.
 func TestFrameReaderKeepsNoBuffer(t *testing.T) {
-	r := frameReader{maxMessage: 4096}
+	r := Reader{MaxMessage: 4096}
 	in := clientFrame(0x81, []byte(strings.Repeat("q", 3000)))
 	emit := func(byte, []byte) error { return nil }
-	if err := r.feed(bytes.Clone(in[:100]), emit); err != nil {
+	if err := r.Feed(bytes.Clone(in[:100]), emit); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.feed(bytes.Clone(in[100:]), emit); err != nil {
+	if err := r.Feed(bytes.Clone(in[100:]), emit); err != nil {
 		t.Fatal(err)
 	}
 	if len(r.buf) != 0 || r.msg != nil {

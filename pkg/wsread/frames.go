@@ -1,4 +1,14 @@
-package session
+// Package wsread reads WebSocket connections without a goroutine per
+// connection: a push parser for what clients send (Reader) and, on Linux,
+// a Poller (one epoll instance and one goroutine, shared by a gateway's
+// connections) that calls a connection back when its socket has become
+// readable. Both the native /ws sessions (package session) and Engine.IO's
+// WebSocket transport (package engineio) read through it; writing is
+// theirs.
+//
+// A connection that cannot be polled (TLS, other systems) keeps a reader
+// goroutine that blocks in Read and feeds the same Reader.
+package wsread
 
 import (
 	"bytes"
@@ -11,27 +21,28 @@ import (
 	"github.com/roomcast/roomcast/pkg/protocol"
 )
 
-// WebSocket opcodes (RFC 6455 §5.2).
+// WebSocket opcodes (RFC 6455 §5.2), as Feed reports them.
 const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
+	OpContinuation = 0x0
+	OpText         = 0x1
+	OpBinary       = 0x2
+	OpClose        = 0x8
+	OpPing         = 0x9
+	OpPong         = 0xA
 )
 
-// frameError is a violation that closes the connection with Code.
-type frameError struct {
+// FrameError is a protocol violation by the client; the connection must
+// be closed with Code.
+type FrameError struct {
 	Code   int
 	Reason string
 }
 
-func (e *frameError) Error() string { return e.Reason }
+func (e *FrameError) Error() string { return e.Reason }
 
-func violation(code int, reason string) error { return &frameError{Code: code, Reason: reason} }
+func violation(code int, reason string) error { return &FrameError{Code: code, Reason: reason} }
 
-// frameReader parses what a client sends: masked frames, fragmented
+// Reader parses what a client sends: masked frames, fragmented
 // messages, control frames, and permessage-deflate messages (RSV1) when
 // that was negotiated. It is fed bytes as they arrive and keeps only an
 // unfinished frame between calls, so an idle connection holds no buffer.
@@ -39,9 +50,12 @@ func violation(code int, reason string) error { return &frameError{Code: code, R
 // The reading side is ours rather than gorilla's so that a connection
 // needs no goroutine blocked in Read: bytes are pushed in when the socket
 // is readable. Writing stays with gorilla.
-type frameReader struct {
-	maxMessage int  // largest message, after reassembly and inflation
-	deflate    bool // permessage-deflate negotiated (no context takeover)
+//
+// The zero Reader refuses every message; set MaxMessage (and Deflate) before
+// the first Feed. One goroutine at a time may use a Reader.
+type Reader struct {
+	MaxMessage int  // largest message, after reassembly and inflation
+	Deflate    bool // permessage-deflate negotiated (no context takeover)
 
 	buf        []byte // unparsed bytes: at most one unfinished frame
 	msg        []byte // the fragments of a message so far
@@ -55,10 +69,10 @@ type frameReader struct {
 // extended length, 4 of mask.
 const maxHeader = 14
 
-// feed parses p and calls emit for each complete message (text or binary,
+// Feed parses p and calls emit for each complete message (text or binary,
 // reassembled and inflated) and each control frame. An error is a protocol
-// violation (*frameError) or emit's error; the connection must then end.
-func (r *frameReader) feed(p []byte, emit func(op byte, payload []byte) error) error {
+// violation (*FrameError) or emit's error; the connection must then end.
+func (r *Reader) Feed(p []byte, emit func(op byte, payload []byte) error) error {
 	if r.broken {
 		return nil
 	}
@@ -94,12 +108,12 @@ func (r *frameReader) feed(p []byte, emit func(op byte, payload []byte) error) e
 
 // frame parses one frame from the start of b and returns its length, or 0
 // when b does not hold a whole frame yet.
-func (r *frameReader) frame(b []byte, emit func(op byte, payload []byte) error) (int, error) {
+func (r *Reader) frame(b []byte, emit func(op byte, payload []byte) error) (int, error) {
 	if len(b) < 2 {
 		return 0, nil
 	}
 	fin, rsv1, op := b[0]&0x80 != 0, b[0]&0x40 != 0, b[0]&0x0F
-	if b[0]&0x30 != 0 || rsv1 && !r.deflate {
+	if b[0]&0x30 != 0 || rsv1 && !r.Deflate {
 		return 0, violation(protocol.CloseProtocolError, "reserved bits set")
 	}
 	if b[1]&0x80 == 0 {
@@ -124,7 +138,7 @@ func (r *frameReader) frame(b []byte, emit func(op byte, payload []byte) error) 
 		return 0, violation(protocol.CloseProtocolError, "control frames must be whole and at most 125 bytes")
 	case control && rsv1:
 		return 0, violation(protocol.CloseProtocolError, "control frames cannot be compressed")
-	case length > uint64(r.maxMessage) || len(r.msg)+int(length) > r.maxMessage:
+	case length > uint64(r.MaxMessage) || len(r.msg)+int(length) > r.MaxMessage:
 		return 0, violation(protocol.CloseMessageTooBig, "frame too large")
 	}
 	if len(b) < hdr+4+int(length) {
@@ -138,9 +152,9 @@ func (r *frameReader) frame(b []byte, emit func(op byte, payload []byte) error) 
 	n := hdr + 4 + int(length)
 
 	switch op {
-	case opClose, opPing, opPong:
+	case OpClose, OpPing, OpPong:
 		return n, emit(op, payload)
-	case opText, opBinary:
+	case OpText, OpBinary:
 		if r.inMessage {
 			return 0, violation(protocol.CloseProtocolError, "new message inside a fragmented one")
 		}
@@ -150,7 +164,7 @@ func (r *frameReader) frame(b []byte, emit func(op byte, payload []byte) error) 
 		r.inMessage, r.msgOp, r.msgDeflate = true, op, rsv1
 		r.msg = append(r.msg[:0], payload...)
 		return n, nil
-	case opContinuation:
+	case OpContinuation:
 		if !r.inMessage {
 			return 0, violation(protocol.CloseProtocolError, "continuation without a message")
 		}
@@ -169,14 +183,14 @@ func (r *frameReader) frame(b []byte, emit func(op byte, payload []byte) error) 
 }
 
 // message inflates a compressed message and checks text is UTF-8.
-func (r *frameReader) message(op byte, compressed bool, payload []byte, emit func(byte, []byte) error) error {
+func (r *Reader) message(op byte, compressed bool, payload []byte, emit func(byte, []byte) error) error {
 	if compressed {
 		var err error
-		if payload, err = inflate(payload, r.maxMessage); err != nil {
+		if payload, err = inflate(payload, r.MaxMessage); err != nil {
 			return err
 		}
 	}
-	if op == opText && !utf8.Valid(payload) {
+	if op == OpText && !utf8.Valid(payload) {
 		return violation(protocol.CloseInvalidPayload, "text frame is not valid UTF-8")
 	}
 	return emit(op, payload)
@@ -184,6 +198,11 @@ func (r *frameReader) message(op byte, compressed bool, payload []byte, emit fun
 
 // deflateTail ends every permessage-deflate message (RFC 7692 §7.2.2).
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+
+// Break makes the Reader discard everything fed from now on: after a
+// violation the stream cannot be parsed further, but the connection may
+// still be closing.
+func (r *Reader) Break() { r.broken = true }
 
 // inflate decompresses one message, refusing more than limit bytes (a
 // small compressed frame can expand enormously).
