@@ -427,7 +427,6 @@ func appendFailed(dst []engineio.Packet, a asked, r *outbox.Reply) []engineio.Pa
 	return append(dst, engineio.Packet{Type: engineio.Message, Data: appendArray(b, ack)})
 }
 
-
 // updatePacket is the Socket.IO EVENT update_data carrying the update's
 // payload.
 func updatePacket(p *outbox.Publication) any {
