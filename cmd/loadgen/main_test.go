@@ -110,7 +110,7 @@ func waitConnGoroutines(t *testing.T) {
 				strings.Contains(g, "(*Poller).run(") || strings.Contains(g, "net/http.(*Server).Serve(") {
 				continue // the test itself, the raw server's accept loop, the gateway's epoll loop (one per gateway) and accept loop
 			}
-			for _, p := range []string{"cmd/loadgen.", "pkg/session.", "gorilla/websocket."} {
+			for _, p := range []string{"cmd/loadgen.", "pkg/ws.", "gorilla/websocket."} {
 				if strings.Contains(g, p) {
 					left = append(left, g)
 					break

@@ -73,6 +73,28 @@ const (
 	Flooded              // refused more than CommandBurst times in a row: close the connection (1008)
 )
 
+// Rules are what every client of a gateway is held to: the hub it joins
+// rooms of, the per-client limits, the metrics it counts in. Transports
+// make their clients with New and need nothing else of the hub.
+type Rules struct {
+	hub     *hub.Hub
+	opts    Options
+	metrics *metrics.Metrics
+}
+
+// NewRules returns the rules of clients of hub h.
+func NewRules(h *hub.Hub, opts Options, m *metrics.Metrics) *Rules {
+	return &Rules{hub: h, opts: opts, metrics: m}
+}
+
+// New makes the core of a client whose queue is box. onExpire, if not nil,
+// is called (on a timer's goroutine) when a grant given to SetGrant or
+// ExpireWith ends: the transport closes the connection its way (4001 on
+// WebSockets), so that the client fetches a new token and comes back.
+func (r *Rules) New(box *outbox.Outbox, onExpire func()) *Client {
+	return New(r.hub, box, r.opts, r.metrics, onExpire)
+}
+
 // Client is one client connection's core. Its outbox is the transport's
 // queue of what to send.
 type Client struct {

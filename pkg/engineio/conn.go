@@ -15,7 +15,6 @@ import (
 type Conn struct {
 	srv *Server
 	id  string
-	ip  string
 	req request // what Request gives back of the handshake request
 	h   Handler // set once Open has returned; see opened
 	// slot is the gateway's connection slot (Config.Admit); its Release
@@ -105,11 +104,10 @@ func keepRequest(r *http.Request) request {
 	return kept
 }
 
-func newConn(s *Server, id, ip string, r *http.Request, ws bool) *Conn {
+func newConn(s *Server, id string, r *http.Request, ws bool) *Conn {
 	c := &Conn{
 		srv:  s,
 		id:   id,
-		ip:   ip,
 		req:  keepRequest(r),
 		done: make(chan struct{}),
 	}

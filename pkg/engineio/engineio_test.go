@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,9 +226,37 @@ func TestPingPong(t *testing.T) {
 	}
 }
 
-func TestSessionsPerIP(t *testing.T) {
+// oneSlot admits one session at a time and counts releases.
+type oneSlot struct {
+	mu       sync.Mutex
+	held     bool
+	releases int
+}
+
+func (o *oneSlot) admit(*http.Request) (engineio.Slot, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.held {
+		return nil, http.StatusTooManyRequests
+	}
+	o.held = true
+	return o, 0
+}
+
+func (o *oneSlot) Release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.held = false
+	o.releases++
+}
+
+// TestAdmit: Config.Admit refuses a session with its status (the gateway
+// keeps every per-address count there), and a session's slot is released
+// once, when it ends.
+func TestAdmit(t *testing.T) {
 	t.Parallel()
-	_, base := start(t, func(c *engineio.Config) { c.MaxSessionsPerIP = 1 })
+	slot := &oneSlot{}
+	_, base := start(t, func(c *engineio.Config) { c.Admit = slot.admit })
 	sid := handshake(t, base)
 	if status, _ := do(t, "GET", base+"&transport=polling", "", nil); status != http.StatusTooManyRequests {
 		t.Fatalf("second session: %d, want 429", status)
@@ -239,6 +268,11 @@ func TestSessionsPerIP(t *testing.T) {
 		}
 		return nil
 	})
+	slot.mu.Lock()
+	defer slot.mu.Unlock()
+	if slot.releases != 1 {
+		t.Fatalf("slot released %d times, want 1", slot.releases)
+	}
 }
 
 func dialWS(t *testing.T, base, query string) *websocket.Conn {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,15 +26,10 @@ type Config struct {
 	// MaxPayload is the largest request body (long-polling) or WebSocket
 	// message the server reads, announced in the handshake.
 	MaxPayload int
-	// MaxSessionsPerIP bounds the open sessions of one client address; 0
-	// means no bound.
-	MaxSessionsPerIP int
-	// ClientIP returns the address a session is counted against; nil uses
-	// the TCP peer's. The gateway passes its trusted-proxy-aware one.
-	ClientIP func(r *http.Request) string
 	// Admit, if set, is asked before a session opens: a non-zero status
-	// refuses it (e.g. 503 when the gateway is full); the slot's Release
-	// is called once when the session ends.
+	// refuses it (503 when the gateway is full, 429 for too many sessions
+	// from one address: the gateway keeps every such count); the slot's
+	// Release is called once when the session ends.
 	Admit func(r *http.Request) (slot Slot, status int)
 	// WriteTimeout bounds writing one response or WebSocket frame.
 	WriteTimeout time.Duration
@@ -119,7 +113,6 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*Conn
-	perIP    map[string]int
 	closed   bool
 	wg       sync.WaitGroup // requests in progress and session goroutines
 }
@@ -137,7 +130,6 @@ func NewServer(cfg Config) *Server {
 		cfg:      cfg,
 		log:      log,
 		sessions: make(map[string]*Conn),
-		perIP:    make(map[string]int),
 	}
 	return s
 }
@@ -265,19 +257,10 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 // newConn registers a session (its heartbeat timer runs from now). It returns nil and
 // an HTTP status when the session is refused.
 func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
-	ip := remoteIP(r)
-	if s.cfg.ClientIP != nil {
-		ip = s.cfg.ClientIP(r)
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, http.StatusServiceUnavailable
-	}
-	if s.cfg.MaxSessionsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxSessionsPerIP {
-		s.mu.Unlock()
-		s.log.Debug("session refused: too many from this address", "ip", ip)
-		return nil, http.StatusTooManyRequests
 	}
 	var slot Slot
 	if s.cfg.Admit != nil {
@@ -287,10 +270,9 @@ func (s *Server) newConn(r *http.Request, ws bool) (*Conn, int) {
 			return nil, status
 		}
 	}
-	c := newConn(s, NewID(), ip, r, ws)
+	c := newConn(s, NewID(), r, ws)
 	c.slot = slot
 	s.sessions[c.id] = c
-	s.perIP[ip]++
 	s.wg.Add(1)
 	s.mu.Unlock()
 
@@ -318,9 +300,6 @@ func (s *Server) remove(c *Conn) {
 		return
 	}
 	delete(s.sessions, c.id)
-	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
-		delete(s.perIP, c.ip)
-	}
 	if c.slot != nil {
 		c.slot.Release()
 	}
@@ -395,14 +374,6 @@ func NewID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 var errClosed = errors.New("engineio: session closed")

@@ -35,8 +35,8 @@ import (
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
-	"github.com/roomcast/roomcast/pkg/session"
 	"github.com/roomcast/roomcast/pkg/sse"
+	"github.com/roomcast/roomcast/pkg/ws"
 
 	"github.com/roomcast/roomcast/pkg/engineio"
 	"github.com/roomcast/roomcast/pkg/socketio"
@@ -66,13 +66,13 @@ type Gateway struct {
 	registry *prometheus.Registry
 	upgrader websocket.Upgrader
 	admit    *admission
-	poller   *session.Poller // nil: a reader goroutine per connection
-	sessCfg  session.Config
+	poller   *ws.Poller // nil: a reader goroutine per connection
+	sessCfg  ws.Config
 	// The rules every transport's clients share.
-	clientOpts client.Options
-	sseCfg     sse.Config
-	srv        *http.Server
-	ln         net.Listener
+	clients *client.Rules
+	sseCfg  sse.Config
+	srv     *http.Server
+	ln      net.Listener
 
 	// The embedded server's store: locked while it runs, and removed
 	// after it when it was a temporary one.
@@ -87,6 +87,7 @@ type Gateway struct {
 	metricsLn  net.Listener
 	sio        *socketio.Server // nil when socketio.enabled is false
 	pending    *pendingPool     // Socket.IO sessions waiting for their CONNECT's token
+	sioPerAddr *slots           // Socket.IO sessions per address (socketio.max_sessions_per_ip); nil: no bound
 	eioEcho    *engineio.Server // /engine.io/ in socketio.conformance mode
 
 	history bool          // updates carry seq; snapshot and resume from the stream
@@ -207,22 +208,21 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	g.registerGauges()
 	g.catalog = catalog.NewStore(cfg.NATS.CatalogBucket, cfg.History.Replicas, cfg.NATS.CatalogExpireAfter, log)
 	if cfg.TLS.CertFile == "" {
-		if g.poller, err = session.NewPoller(log, g.metrics); err != nil {
+		if g.poller, err = ws.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
 	}
-	g.clientOpts = client.Options{
+	g.clients = client.NewRules(g.hub, client.Options{
 		MaxRooms:     cfg.Limits.MaxRoomsPerConnection,
 		CommandRate:  cfg.Limits.CommandsPerSecond,
 		CommandBurst: cfg.Limits.CommandBurst,
 		History:      g.history,
-	}
-	g.sessCfg = session.Config{
+	}, g.metrics)
+	g.sessCfg = ws.Config{
 		PingInterval:  cfg.PingInterval,
 		PongTimeout:   cfg.PongTimeout,
 		WriteTimeout:  cfg.WriteTimeout,
 		MaxFrameBytes: int64(cfg.Limits.MaxFrameBytes),
-		Client:        g.clientOpts,
 		MaxBatchBytes: cfg.Queue.BatchBytes,
 		// Compress is set per client, when it negotiated permessage-deflate.
 		CompressMinBytes: max(cfg.Compression.MinBytes, 1),
@@ -235,7 +235,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		},
 	}
 	g.sseCfg = sse.Config{
-		Client: g.clientOpts, Outbox: g.sessCfg.Outbox,
+		Outbox:       g.sessCfg.Outbox,
 		PingInterval: cfg.PingInterval, WriteTimeout: cfg.WriteTimeout,
 		Retry: time.Second, // then the load balancer picks a replica
 	}
@@ -276,9 +276,9 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	}
 	// Counted before TLS, so a connection past the budget costs no
 	// handshake either; inside the count, a too slow client's write
-	// deadline is cut for good (session.Listener).
+	// deadline is cut for good (ws.Listener).
 	g.ln = &limitListener{
-		Listener: session.Listener(g.ln), slots: newSlots(budget.tcp, cfg.Limits.MaxTCPConnectionsPerIP),
+		Listener: ws.Listener(g.ln), slots: newSlots(budget.tcp, cfg.Limits.MaxTCPConnectionsPerIP),
 		key: g.admit.key, exempt: g.admit.isTrusted, metrics: g.metrics, log: log,
 	}
 	if tlsCfg != nil {

@@ -17,9 +17,9 @@ import (
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/protocol"
-	"github.com/roomcast/roomcast/pkg/session"
 	"github.com/roomcast/roomcast/pkg/sse"
 	"github.com/roomcast/roomcast/pkg/web"
+	"github.com/roomcast/roomcast/pkg/ws"
 )
 
 func (g *Gateway) routes() http.Handler {
@@ -167,7 +167,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	if scfg.Compress {
 		_ = conn.SetCompressionLevel(g.cfg.Compression.Level)
 	}
-	s := session.New(conn, g.hub, scfg, grant, g.metrics, g.log, logArgs...)
+	s := ws.New(conn, g.clients, scfg, grant, g.metrics, g.log, logArgs...)
 	// The session goes on without this goroutine: returning lets net/http
 	// free the request's buffers, so an idle connection costs only its
 	// own small state.
@@ -204,7 +204,7 @@ func offersDeflate(r *http.Request) bool {
 // g.mu means Shutdown and Abort never see a session not yet started
 // (Start only launches; the session's end, which takes g.mu in onDone,
 // happens on other goroutines).
-func (g *Gateway) track(s *session.Session, onDone func()) bool {
+func (g *Gateway) track(s *ws.Session, onDone func()) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.draining.Load() {
@@ -238,7 +238,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if grant != nil {
 		cg = grant
 	}
-	st := sse.New(g.hub, g.sseCfg, cg, g.metrics, g.log, logArgs...)
+	st := sse.New(g.clients, g.sseCfg, cg, g.metrics, g.log, logArgs...)
 	g.mu.Lock()
 	if g.draining.Load() { // Shutdown began since admitClient: it would not see st
 		g.mu.Unlock()

@@ -39,8 +39,9 @@ var (
 // sioSlot is a Socket.IO session's place: in the pending pool until its
 // CONNECT authenticates (Promote), then a connection slot.
 type sioSlot struct {
-	g  *Gateway
-	ip netip.Addr
+	g       *Gateway
+	ip      netip.Addr
+	perAddr bool // holds one of socketio.max_sessions_per_ip's (g.sioPerAddr)
 
 	mu       sync.Mutex // guards pending and released
 	pending  bool
@@ -74,6 +75,9 @@ func (s *sioSlot) Release() {
 		return
 	}
 	s.released = true
+	if s.perAddr {
+		s.g.sioPerAddr.release(s.g.admit.key(s.ip), true)
+	}
 	if s.pending {
 		s.g.pending.release(s.g.admit.key(s.ip))
 	} else {
@@ -87,6 +91,25 @@ func (s *sioSlot) Release() {
 // /ws), else a place in the pending pool.
 func (g *Gateway) admitSocketIO(r *http.Request) (engineio.Slot, int) {
 	ip := g.admit.clientIP(r)
+	perAddr := g.sioPerAddr != nil
+	if perAddr {
+		if g.sioPerAddr.take(g.admit.key(ip), true) != slotTaken {
+			return nil, http.StatusTooManyRequests
+		}
+	}
+	slot, status := g.admitSocketIOSlot(r, ip)
+	switch {
+	case status != 0 && perAddr:
+		g.sioPerAddr.release(g.admit.key(ip), true)
+	case status == 0:
+		slot.perAddr = perAddr
+		return slot, 0
+	}
+	return nil, status
+}
+
+// admitSocketIOSlot takes the session's connection slot or pending place.
+func (g *Gateway) admitSocketIOSlot(r *http.Request, ip netip.Addr) (*sioSlot, int) {
 	if g.admit.auth != nil {
 		if _, err := g.admit.auth.Authenticate(r); err != nil {
 			err := g.pending.take(g.admit.key(ip))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -36,19 +37,21 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 		authorize = g.socketIOAuth()
 	}
 	g.pending = &pendingPool{slots: newSlots(c.PendingSessions, c.PendingSessionsPerIP)}
+	if c.MaxSessionsPerIP > 0 {
+		// Sessions per address, authenticated or not, counted like every
+		// other per-address budget of the gateway (slots).
+		g.sioPerAddr = newSlots(math.MaxInt, c.MaxSessionsPerIP)
+	}
 	scfg := socketio.Config{
-		PingInterval:     c.PingInterval,
-		PingTimeout:      c.PingTimeout,
-		ConnectTimeout:   c.ConnectTimeout,
-		WriteTimeout:     g.cfg.WriteTimeout,
-		MaxPayload:       c.MaxPayload,
-		MaxSessionsPerIP: c.MaxSessionsPerIP,
-		ClientIP:         func(r *http.Request) string { return g.admit.key(g.admit.clientIP(r)).String() },
+		PingInterval:   c.PingInterval,
+		PingTimeout:    c.PingTimeout,
+		ConnectTimeout: c.ConnectTimeout,
+		WriteTimeout:   g.cfg.WriteTimeout,
+		MaxPayload:     c.MaxPayload,
 		// Socket.IO sessions count against limits.max_connections and
 		// max_connections_per_ip like WebSocket connections, once
 		// authenticated; see admitSocketIO.
-		Admit:  g.admitSocketIO,
-		Client: g.clientOpts,
+		Admit: g.admitSocketIO,
 		Outbox: outbox.Limits{
 			ConflateAfter: g.cfg.Queue.ConflateAfter,
 			MaxMessages:   g.cfg.Queue.MaxMessages,
@@ -77,7 +80,7 @@ func (g *Gateway) startSocketIO(authorize socketio.Authorize) {
 			Log:          g.log,
 		})
 	}
-	g.sio = socketio.New(g.hub, scfg, g.metrics, g.registry, g.log)
+	g.sio = socketio.New(g.clients, scfg, g.metrics, g.registry, g.log)
 }
 
 // socketIOAuth is the CONNECT check with auth.mode jwt: the token from the

@@ -40,7 +40,7 @@ type Metrics struct {
 	CompressedMessages  prometheus.Counter     // updates sent permessage-deflate compressed
 	Replayed            *prometheus.CounterVec // updates replayed to resuming clients, by source
 	HistoryRequests     *prometheus.CounterVec // reads of the history stream, by kind and result
-	PollerErrors        prometheus.Counter     // epoll failures the poller survived (pkg/session)
+	PollerErrors        prometheus.Counter     // epoll failures the poller survived (pkg/ws)
 
 	// Hostile-input limits (docs/security.md).
 	TCPConnections prometheus.Gauge       // open TCP connections on listen, of any kind

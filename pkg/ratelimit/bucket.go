@@ -1,5 +1,5 @@
 // Package ratelimit is the token bucket that bounds what one client may
-// ask for: its commands (pkg/session) and its resumes (pkg/hub).
+// ask for: its commands (pkg/ws) and its resumes (pkg/hub).
 package ratelimit
 
 import "time"

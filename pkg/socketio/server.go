@@ -34,7 +34,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/engineio"
-	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/wsread"
@@ -65,11 +64,8 @@ type Config struct {
 	ConnectTimeout   time.Duration // a session that connects no namespace in this time is closed
 	WriteTimeout     time.Duration
 	MaxPayload       int
-	MaxSessionsPerIP int
-	ClientIP         func(*http.Request) string               // see engineio.Config
 	Admit            func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
 	FrameGap         time.Duration                            // see engineio.Config; conformance mode only
-	Client           client.Options                           // rooms, command budget (events and CONNECTs), history
 	Outbox           outbox.Limits
 	CheckOrigin      func(*http.Request) bool
 	// Authorize, if set, decides every CONNECT; nil allows everything.
@@ -86,7 +82,7 @@ type Config struct {
 // Server is the /socket.io/ endpoint. It is an http.Handler.
 type Server struct {
 	cfg     Config
-	hub     *hub.Hub
+	rules   *client.Rules
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	eio     *engineio.Server
@@ -94,17 +90,15 @@ type Server struct {
 
 // New returns a server on hub h and registers roomcast_socketio_sessions
 // on reg.
-func New(h *hub.Hub, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, log *slog.Logger) *Server {
+func New(rules *client.Rules, cfg Config, m *metrics.Metrics, reg prometheus.Registerer, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, hub: h, metrics: m, log: log}
+	s := &Server{cfg: cfg, rules: rules, metrics: m, log: log}
 	s.eio = engineio.NewServer(engineio.Config{
 		PingInterval:     cfg.PingInterval,
 		PingTimeout:      cfg.PingTimeout,
 		MaxPayload:       cfg.MaxPayload,
-		MaxSessionsPerIP: cfg.MaxSessionsPerIP,
-		ClientIP:         cfg.ClientIP,
 		Admit:            cfg.Admit,
 		WriteTimeout:     cfg.WriteTimeout,
 		FrameGap:         cfg.FrameGap,

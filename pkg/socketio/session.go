@@ -58,7 +58,7 @@ func (s *Server) open(c *engineio.Conn) engineio.Handler {
 	// An expiring grant closes the session, with 4001 on a WebSocket, as
 	// /ws does: the client reconnects on its own and CONNECTs again, and
 	// its auth option (a function) can fetch a new token.
-	ss.client = client.New(s.hub, ss.box, s.cfg.Client, s.metrics, func() {
+	ss.client = s.rules.New(ss.box, func() {
 		c.Close(protocol.CloseTokenExpired, "token expired")
 	})
 	ss.timer = time.AfterFunc(s.cfg.ConnectTimeout, func() {

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/pkg/client"
-	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
@@ -37,8 +36,7 @@ import (
 
 // Config tunes the streams. See config.yaml for what each protects.
 type Config struct {
-	Client client.Options // rooms, budgets, history: the rules every transport shares
-	Outbox outbox.Limits  // slow-client policy
+	Outbox outbox.Limits // slow-client policy
 	// PingInterval: a comment line is sent this often on an idle stream,
 	// so that proxies keep it open and a client that has gone is found by
 	// the write failing.
@@ -150,14 +148,14 @@ type Stream struct {
 
 // New makes a stream on hub h for a client holding grant (nil: every
 // room). logArgs (key, value, ...) are added to its log lines.
-func New(h *hub.Hub, cfg Config, grant client.Grant, m *metrics.Metrics, log *slog.Logger, logArgs ...any) *Stream {
+func New(rules *client.Rules, cfg Config, grant client.Grant, m *metrics.Metrics, log *slog.Logger, logArgs ...any) *Stream {
 	s := &Stream{cfg: cfg, metrics: m, log: log, logArgs: logArgs,
 		cursor: map[string]uint64{}, closing: make(chan struct{}), abort: make(chan struct{})}
 	s.box = outbox.New(cfg.Outbox, func() {
 		m.SlowDisconnects.Inc()
 		s.Close(protocol.CloseTooSlow, "client too slow")
 	})
-	s.client = client.New(h, s.box, cfg.Client, m, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
+	s.client = rules.New(s.box, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
 	s.client.SetGrant(grant)
 	return s
 }

@@ -1,4 +1,4 @@
-package session
+package ws
 
 import (
 	"encoding/binary"

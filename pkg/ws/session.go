@@ -1,7 +1,7 @@
-// Package session serves one client connection of the native WebSocket
-// protocol: it parses the client's frames and runs its commands against
-// the hub, drains the client's outbox into batched frames, and keeps the
-// heartbeat.
+// Package ws is the native WebSocket transport (/ws): one Session per
+// connection parses the client's frames into commands for its client core
+// (package client), writes what the client's outbox holds as batched
+// frames, and keeps the heartbeat.
 //
 // An idle connection holds no goroutine. Reading: with a Poller (Linux,
 // plain sockets) the socket is watched by epoll and a short-lived
@@ -15,7 +15,7 @@
 // closes, a read or write fails, the pong is overdue, or a close started by
 // Close completes or times out. Close starts the close handshake with a
 // code; Abort drops the connection as a crash would.
-package session
+package ws
 
 import (
 	"context"
@@ -29,7 +29,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/pkg/auth"
 	"github.com/roomcast/roomcast/pkg/client"
-	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 	"github.com/roomcast/roomcast/pkg/protocol"
@@ -39,14 +38,13 @@ import (
 // Config holds the per-connection tunables. See config.yaml for what each
 // protects and its default.
 type Config struct {
-	PingInterval  time.Duration  // time between pings
-	PongTimeout   time.Duration  // how long after a ping its pong may come
-	WriteTimeout  time.Duration  // deadline for writing one frame
-	MaxFrameBytes int64          // largest client message; larger closes with 1009
-	Client        client.Options // rooms, command budget, history: the rules every transport shares
-	Outbox        outbox.Limits  // slow-client policy
-	MaxBatchBytes int            // a batch is split into frames of about this size
-	CoalesceDelay time.Duration  // a woken writer waits this long before taking the queue
+	PingInterval  time.Duration // time between pings
+	PongTimeout   time.Duration // how long after a ping its pong may come
+	WriteTimeout  time.Duration // deadline for writing one frame
+	MaxFrameBytes int64         // largest client message; larger closes with 1009
+	Outbox        outbox.Limits // slow-client policy
+	MaxBatchBytes int           // a batch is split into frames of about this size
+	CoalesceDelay time.Duration // a woken writer waits this long before taking the queue
 	// Compress: this client negotiated permessage-deflate; updates of at
 	// least CompressMinBytes (about their JSON length) are sent compressed,
 	// each compressed once per gateway; the rest plain.
@@ -74,7 +72,6 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 type Session struct {
 	conn    *websocket.Conn // writes go through gorilla
 	nc      net.Conn        // the socket, read directly
-	hub     *hub.Hub
 	box     *outbox.Outbox
 	client  *client.Client // grant, rooms, budgets, join and leave
 	cfg     Config
@@ -127,11 +124,10 @@ const (
 // New prepares a session on an upgraded connection. grant says which rooms
 // the client may join and until when; nil allows every room, for ever.
 // logArgs (key, value, ...) are added to the session's log lines.
-func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *metrics.Metrics, log *slog.Logger, logArgs ...any) *Session {
+func New(conn *websocket.Conn, rules *client.Rules, cfg Config, grant *auth.Grant, m *metrics.Metrics, log *slog.Logger, logArgs ...any) *Session {
 	s := &Session{
 		conn:    conn,
 		nc:      conn.NetConn(),
-		hub:     h,
 		cfg:     cfg,
 		grant:   grant,
 		metrics: m,
@@ -140,7 +136,7 @@ func New(conn *websocket.Conn, h *hub.Hub, cfg Config, grant *auth.Grant, m *met
 		frames:  wsread.Reader{MaxMessage: int(cfg.MaxFrameBytes), Deflate: cfg.Compress},
 	}
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
-	s.client = client.New(h, s.box, cfg.Client, m, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
+	s.client = rules.New(s.box, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
 	// gorilla compresses every write once compression is negotiated;
 	// only the shared, prepared frames should be.
 	conn.EnableWriteCompression(false)
