@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -439,6 +440,9 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	// closed one after another over drain_window, in one order.
 	clients := g.openSessions()
 	clients = append(clients, g.socketIOSessions()...)
+	// Mixed, so that each transport's clients leave across the whole
+	// window, not one transport after another.
+	rand.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
 	g.log.Info("shutting down", "clients", len(clients), "drain_window", g.cfg.DrainWindow)
 	closeSpread(ctx, clients, g.cfg.DrainWindow)
 	errSIO := g.waitSocketIO(ctx)

@@ -59,15 +59,15 @@ type Promoter interface {
 // Config tunes a Server. See config.yaml (socketio and limits) for what
 // each value protects.
 type Config struct {
-	PingInterval     time.Duration
-	PingTimeout      time.Duration
-	ConnectTimeout   time.Duration // a session that connects no namespace in this time is closed
-	WriteTimeout     time.Duration
-	MaxPayload       int
-	Admit            func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
-	FrameGap         time.Duration                            // see engineio.Config; conformance mode only
-	Outbox           outbox.Limits
-	CheckOrigin      func(*http.Request) bool
+	PingInterval   time.Duration
+	PingTimeout    time.Duration
+	ConnectTimeout time.Duration // a session that connects no namespace in this time is closed
+	WriteTimeout   time.Duration
+	MaxPayload     int
+	Admit          func(*http.Request) (engineio.Slot, int) // see engineio.Config; a Slot that is a Promoter is promoted by CONNECT
+	FrameGap       time.Duration                            // see engineio.Config; conformance mode only
+	Outbox         outbox.Limits
+	CheckOrigin    func(*http.Request) bool
 	// Authorize, if set, decides every CONNECT; nil allows everything.
 	Authorize Authorize
 	// Poller, if set, watches the sessions' WebSockets (see
@@ -96,16 +96,16 @@ func New(rules *client.Rules, cfg Config, m *metrics.Metrics, reg prometheus.Reg
 	}
 	s := &Server{cfg: cfg, rules: rules, metrics: m, log: log}
 	s.eio = engineio.NewServer(engineio.Config{
-		PingInterval:     cfg.PingInterval,
-		PingTimeout:      cfg.PingTimeout,
-		MaxPayload:       cfg.MaxPayload,
-		Admit:            cfg.Admit,
-		WriteTimeout:     cfg.WriteTimeout,
-		FrameGap:         cfg.FrameGap,
-		CheckOrigin:      cfg.CheckOrigin,
-		Open:             s.open,
-		Poller:           cfg.Poller,
-		Log:              log,
+		PingInterval: cfg.PingInterval,
+		PingTimeout:  cfg.PingTimeout,
+		MaxPayload:   cfg.MaxPayload,
+		Admit:        cfg.Admit,
+		WriteTimeout: cfg.WriteTimeout,
+		FrameGap:     cfg.FrameGap,
+		CheckOrigin:  cfg.CheckOrigin,
+		Open:         s.open,
+		Poller:       cfg.Poller,
+		Log:          log,
 	})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "roomcast_socketio_sessions",

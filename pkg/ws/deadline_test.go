@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,7 +88,15 @@ type writeResult struct {
 // the first failed write, at the latest when the cleanups close the
 // sockets.
 func startWrites(s *Session, msg outbox.Message, timeout time.Duration) <-chan writeResult {
+	done, _ := countedWrites(s, msg, timeout)
+	return done
+}
+
+// countedWrites is startWrites that also counts the writes completed, so
+// that a test can tell a blocked writer from a slow one.
+func countedWrites(s *Session, msg outbox.Message, timeout time.Duration) (<-chan writeResult, *atomic.Int64) {
 	done := make(chan writeResult, 1)
+	var n atomic.Int64
 	go func() {
 		for {
 			start := time.Now()
@@ -95,9 +104,10 @@ func startWrites(s *Session, msg outbox.Message, timeout time.Duration) <-chan w
 				done <- writeResult{time.Since(start), err}
 				return
 			}
+			n.Add(1)
 		}
 	}()
-	return done
+	return done, &n
 }
 
 func awaitWrite(t *testing.T, done <-chan writeResult, bound time.Duration) writeResult {
@@ -157,18 +167,26 @@ func TestCutWritesHolds(t *testing.T) {
 func TestControlFrameKeepsWriteDeadline(t *testing.T) {
 	t.Parallel()
 	s := stalledSession(t, false)
+	// A small send buffer too: the kernel would otherwise grow it to
+	// megabytes, and the "stalled" writer would go on writing, slowly, on
+	// a loaded machine.
+	if tc, ok := s.nc.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
 	raw := make([]byte, 48<<10)
 	_, _ = rand.Read(raw)
 	// A reply is never compressed: this one is 64 KiB of text.
 	plain := outbox.Message{Reply: &outbox.Reply{Kind: outbox.Failed, Code: "pad", Message: base64.StdEncoding.EncodeToString(raw)}}
 	const timeout = 2 * time.Second
-	done := startWrites(s, plain, timeout)
-	// Blocked: the same write has been in progress for a while.
-	var due int64
+	done, completed := countedWrites(s, plain, timeout)
+	// Blocked: the same write has been in progress for a while (the same
+	// deadline, and no write completed meanwhile: a writer that goes on
+	// slowly would leave room for the ping between two writes).
+	var due, writes int64
 	stuckSince := time.Now()
 	waitUntil(t, 10*time.Second, "the writer never blocked", func() bool {
-		if d := s.writeDue.Load(); d != due || d == 0 {
-			due, stuckSince = d, time.Now()
+		if d, w := s.writeDue.Load(), completed.Load(); d != due || d == 0 || w != writes {
+			due, writes, stuckSince = d, w, time.Now()
 			return false
 		}
 		return time.Since(stuckSince) > 200*time.Millisecond
