@@ -41,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runWorker(stdin, stdout)
 	case len(args) > 0 && args[0] == "rawserver":
 		err = runRawServer(ctx, args[1:], stderr)
+	case len(args) > 0 && args[0] == "floor":
+		err = runFloor(ctx, args[1:], stderr)
 	default:
 		var cfg Config
 		cfg, err = parseFlags(args)
