@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -267,6 +268,7 @@ const (
 	postConn                   // fd accepted by loop 0 for this loop
 	postDrop                   // room unsubscribed
 	postStop                   // end the loop
+	postRearm                  // watch the listening socket again (loop 0)
 )
 
 type floorPost struct {
@@ -509,6 +511,8 @@ func (l *floorLoop) handlePost(p floorPost) (stop bool) {
 		delete(l.rooms, p.room)
 	case postStop:
 		return true
+	case postRearm:
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.lfd)})
 	}
 	return false
 }
@@ -521,7 +525,12 @@ func (l *floorLoop) accept() {
 				continue
 			}
 			if !errors.Is(err, unix.EAGAIN) {
-				l.srv.log.Warn("accept", "err", err) // e.g. EMFILE: the listener stays readable
+				// Out of descriptors (EMFILE): the listener stays readable, so
+				// stop watching it for a while instead of spinning. The timer
+				// ends once it has fired; a post to an ended loop is dropped.
+				l.srv.log.Warn("accept", "err", err)
+				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, l.lfd, &unix.EpollEvent{Fd: int32(l.lfd)})
+				time.AfterFunc(100*time.Millisecond, func() { l.post(floorPost{kind: postRearm}) })
 			}
 			return
 		}
@@ -851,6 +860,11 @@ func (l *floorLoop) armWrite(c *floorConn) {
 
 // flushWrite writes what is waiting (write mode, socket writable).
 func (l *floorLoop) flushWrite(c *floorConn) {
+	if l.ring != nil { // a send refused with EAGAIN waited for this
+		l.disarmWrite(c)
+		l.markReady(c)
+		return
+	}
 	if len(c.out) > 0 {
 		n, err := writeRetry(c.fd, c.out)
 		if err != nil && !errors.Is(err, unix.EAGAIN) {
@@ -860,9 +874,15 @@ func (l *floorLoop) flushWrite(c *floorConn) {
 		c.out = c.out[:copy(c.out, c.out[n:])]
 	}
 	if len(c.out) == 0 && c.wantW {
+		l.disarmWrite(c)
+		l.closeIfFlushed(c)
+	}
+}
+
+func (l *floorLoop) disarmWrite(c *floorConn) {
+	if c.wantW {
 		c.wantW = false
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd)})
-		l.closeIfFlushed(c)
 	}
 }
 
@@ -918,7 +938,14 @@ func (l *floorLoop) reap(wait bool) {
 			continue
 		}
 		if e.Res < 0 {
-			if e.Res == -int32(unix.EAGAIN) || e.Res == -int32(unix.EINTR) {
+			if e.Res == -int32(unix.EAGAIN) {
+				// Kernels that honour O_NONBLOCK for io_uring sends say
+				// EAGAIN instead of waiting for space: wait for EPOLLOUT
+				// (resubmitting at once would spin).
+				l.armWrite(c)
+				continue
+			}
+			if e.Res == -int32(unix.EINTR) {
 				l.markReady(c)
 				continue
 			}
