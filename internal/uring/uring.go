@@ -190,6 +190,9 @@ type Ring struct {
 	slots    []slot
 	free     []uint32 // free slot indexes
 	inFlight int      // prepared or submitted, not yet reaped
+
+	cancelSlot int   // the slot of Close's cancellation, −1 when none
+	cancelRes  int32 // its result, once reaped
 }
 
 type slot struct {
@@ -230,7 +233,7 @@ func New(cfg Config) (*Ring, error) {
 	if err != nil {
 		return nil, setupError(err)
 	}
-	r := &Ring{fd: fd, features: p.Features}
+	r := &Ring{fd: fd, features: p.Features, cancelSlot: -1}
 	if err := r.mmap(&p); err != nil {
 		r.Close()
 		return nil, err
@@ -303,6 +306,9 @@ func (r *Ring) mmap(p *Params) error {
 // given (a RECV would otherwise write into memory the garbage collector
 // may reuse), then unmaps the queues and closes the ring. A request the
 // kernel cannot cancel (a disk write already under way) is waited for.
+// Cancelling everything needs Linux 5.19; on older kernels Close returns
+// an error when requests were still in flight, and callers should end
+// them first (shut their sockets down and reap).
 func (r *Ring) Close() error {
 	var errs []error
 	if r.sqes != nil && r.inFlight > 0 {
@@ -336,9 +342,16 @@ func (r *Ring) cancelAll() error {
 		return err
 	}
 	e.opcode, e.fd, e.opFlags = opAsyncCancel, -1, cancelAll|cancelAny
+	r.cancelSlot, r.cancelRes = int(e.userData), 0
 	for r.inFlight > 0 {
-		if _, err := r.Wait(nil, r.inFlight); err != nil {
+		if _, err := r.Wait(nil, 1); err != nil {
 			return err
+		}
+		// Kernels before 5.19 know no IORING_ASYNC_CANCEL_ANY (EINVAL):
+		// stop waiting; closing the ring cancels the rest, after Close
+		// returns. ENOENT means nothing was left to cancel.
+		if res := r.cancelRes; res < 0 && res != -int32(unix.ENOENT) {
+			return fmt.Errorf("io_uring: cancelling %d requests in flight: %w", r.inFlight, syscall.Errno(-res))
 		}
 	}
 	return nil
@@ -500,7 +513,11 @@ func (r *Ring) Reap(dst []CQE) []CQE {
 	for ; head != tail; head++ {
 		c := r.cqes[head&r.cqMask]
 		si := uint32(c.userData)
-		dst = append(dst, CQE{UserData: r.slots[si].userData, Res: c.res, Flags: c.flags})
+		if int(si) == r.cancelSlot {
+			r.cancelSlot, r.cancelRes = -1, c.res
+		} else {
+			dst = append(dst, CQE{UserData: r.slots[si].userData, Res: c.res, Flags: c.flags})
+		}
 		r.slots[si] = slot{}
 		r.free = append(r.free, si)
 		r.inFlight--
