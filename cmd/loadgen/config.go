@@ -20,7 +20,8 @@ type Config struct {
 	Conns        int           `json:"conns"`          // connections
 	Rooms        int           `json:"rooms"`          // rooms r0..r<rooms-1>
 	RoomsPerConn int           `json:"rooms_per_conn"` // rooms each connection stays in
-	Hz           float64       `json:"hz"`             // updates per second per room, all rooms in one tick
+	Hz           float64       `json:"hz"`             // updates per second per room
+	Stagger      bool          `json:"stagger"`        // rooms published evenly over 1/hz, not all in one tick
 	Duration     time.Duration `json:"duration"`       // measured window
 	Warmup       time.Duration `json:"warmup"`         // after all are connected, before the window
 	Settle       time.Duration `json:"settle"`         // after all are connected, before reading the server's RSS
@@ -36,10 +37,14 @@ type Config struct {
 	PID          int           `json:"pid"`        // server process to account (gateway or rawserver)
 	Metrics      string        `json:"metrics"`    // server /metrics URL; "" = derived from addr, "-" = none
 	Baseline     float64       `json:"baseline"`   // raw server CPU µs per delivery to compare with
+	Floor        float64       `json:"floor"`      // floor CPU µs per delivery (per op in churn) to compare with
+	FloorRun     string        `json:"-"`          // a floor run's output: compare CPU and RSS with its result
 	Payload      int           `json:"payload"`    // approximate update payload size in bytes
 	Timeout      time.Duration `json:"timeout"`    // for dialing and for each join's reply
 	Quiet        bool          `json:"quiet"`      // only the JSON line
 	CPUProfile   string        `json:"-"`          // write this process's CPU profile of the window here
+
+	floorResult *Result // read from FloorRun by parseFlags
 }
 
 func defaults() Config {
@@ -60,7 +65,11 @@ var presets = map[string]func(*Config){
 	"W2": func(c *Config) { // throughput
 		c.Conns, c.Rooms, c.RoomsPerConn, c.Hz, c.Duration, c.Warmup = 10000, 20, 4, 5, 30*time.Second, 5*time.Second
 	},
-	"W3": func(c *Config) { // latency
+	"W3": func(c *Config) { // latency: independent producers, rooms staggered over the interval
+		c.Conns, c.Rooms, c.RoomsPerConn, c.Hz, c.Duration, c.Warmup = 10000, 10, 1, 5, 30*time.Second, 5*time.Second
+		c.Stagger = true
+	},
+	"W3T": func(c *Config) { // W3 with one producer: every room in the same tick (what W3 was before 2026-12-01)
 		c.Conns, c.Rooms, c.RoomsPerConn, c.Hz, c.Duration, c.Warmup = 10000, 10, 1, 5, 30*time.Second, 5*time.Second
 	},
 	"W4": func(c *Config) { // churn; 1 Hz keeps every room's latest update known, as on a live dashboard
@@ -84,7 +93,7 @@ var presets = map[string]func(*Config){
 func parseFlags(args []string) (Config, error) {
 	c := defaults()
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	workload := fs.String("workload", "", "preset: W1 (idle), W2 (throughput), W3 (latency), W4 (churn), W5 (soak), quick (smoke)")
+	workload := fs.String("workload", "", "preset: W1 (idle), W2 (throughput), W3 (latency, rooms staggered), W3T (W3 with all rooms in one tick), W4 (churn), W5 (soak), quick (smoke)")
 	quick := fs.Bool("quick", false, "same as --workload quick")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "gateway host:port (its /ws), or the rawserver's with --raw")
 	fs.BoolVar(&c.Raw, "raw", c.Raw, "connect with plain TCP to the raw server (loadgen rawserver), the raw socket baseline")
@@ -94,7 +103,8 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.Conns, "conns", c.Conns, "connections")
 	fs.IntVar(&c.Rooms, "rooms", c.Rooms, "rooms, named r0, r1, …")
 	fs.IntVar(&c.RoomsPerConn, "rooms-per-conn", c.RoomsPerConn, "rooms each connection joins and stays in")
-	fs.Float64Var(&c.Hz, "hz", c.Hz, "updates per second per room (all rooms published in one tick); 0 = no traffic")
+	fs.Float64Var(&c.Hz, "hz", c.Hz, "updates per second per room; 0 = no traffic")
+	fs.BoolVar(&c.Stagger, "stagger", c.Stagger, "publish the rooms evenly spread over 1/hz instead of all in one tick")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "measured window")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "time between all connected and the window")
 	fs.DurationVar(&c.Settle, "settle", c.Settle, "time between all connected and reading the server's RSS")
@@ -111,6 +121,8 @@ func parseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.PID, "gateway-pid", c.PID, "same as --pid")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "server /metrics URL; default http://<addr>/metrics for a gateway; - for none")
 	fs.Float64Var(&c.Baseline, "baseline", c.Baseline, "raw server CPU µs per delivery from a --raw run: report the ratio to it")
+	fs.Float64Var(&c.Floor, "floor", c.Floor, "floor CPU µs per delivery (per op with --churn) from a run against loadgen floor: report the ratio to it")
+	fs.StringVar(&c.FloorRun, "floor-run", c.FloorRun, "output (or JSON line) of the same workload against loadgen floor: report CPU and RSS as ratios to it")
 	fs.IntVar(&c.Payload, "payload", c.Payload, "approximate update payload size in bytes")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout for a dial and for each join's reply")
 	fs.BoolVar(&c.Quiet, "quiet", c.Quiet, "print only the JSON line")
@@ -130,7 +142,7 @@ func parseFlags(args []string) (Config, error) {
 			p, ok = presets[*workload]
 		}
 		if !ok {
-			return c, fmt.Errorf("unknown workload %q (W1..W5, quick)", *workload)
+			return c, fmt.Errorf("unknown workload %q (W1..W5, W3T, quick)", *workload)
 		}
 		// Re-apply: preset on the defaults, then the flags that were set.
 		set := map[string]bool{}
@@ -143,6 +155,13 @@ func parseFlags(args []string) (Config, error) {
 			c.Workload = "quick"
 		}
 		overlay(&c, explicit, set)
+	}
+	if c.FloorRun != "" {
+		fr, err := readFloorRun(c.FloorRun)
+		if err != nil {
+			return c, err
+		}
+		c.floorResult = fr
 	}
 	return c, c.check()
 }
@@ -169,6 +188,8 @@ func overlay(dst *Config, src Config, set map[string]bool) {
 			dst.RoomsPerConn = src.RoomsPerConn
 		case "hz":
 			dst.Hz = src.Hz
+		case "stagger":
+			dst.Stagger = src.Stagger
 		case "duration":
 			dst.Duration = src.Duration
 		case "warmup":
@@ -199,6 +220,10 @@ func overlay(dst *Config, src Config, set map[string]bool) {
 			dst.Metrics = src.Metrics
 		case "baseline":
 			dst.Baseline = src.Baseline
+		case "floor":
+			dst.Floor = src.Floor
+		case "floor-run":
+			dst.FloorRun = src.FloorRun
 		case "payload":
 			dst.Payload = src.Payload
 		case "timeout":

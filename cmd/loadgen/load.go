@@ -67,8 +67,8 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			g.stop()
 		}
 	}()
-	logf("%s: %d connections to %s (%s) in %d process(es), %d rooms, %d per connection, %g Hz",
-		cfg.Workload, cfg.Conns, cfg.Addr, res.Mode, nw, cfg.Rooms, cfg.RoomsPerConn, cfg.Hz)
+	logf("%s: %d connections to %s (%s) in %d process(es), %d rooms, %d per connection, %g Hz%s",
+		cfg.Workload, cfg.Conns, cfg.Addr, res.Mode, nw, cfg.Rooms, cfg.RoomsPerConn, cfg.Hz, map[bool]string{true: " staggered"}[cfg.Stagger])
 	dialStart := time.Now()
 	for i := range nw {
 		first := i * per
@@ -124,7 +124,7 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 	}
 	if pub != nil {
-		pub.ticks.Store(0)
+		pub.reset()
 	}
 	cpu0, _ := procCPU(pid)
 	self0, _ := procCPU("self")
@@ -182,11 +182,11 @@ func runLoad(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var ticks uint64
+	var published []uint64
 	if pub != nil {
-		ticks = pub.ticks.Load()
+		published = pub.published()
 	}
-	res.fill(&cfg, st, window, ticks, self1-self0)
+	res.fill(&cfg, st, window, published, self1-self0)
 	if cfg.PID > 0 {
 		res.Server.CPUSeconds = cpu1 - cpu0
 		res.serverCosts(&cfg)

@@ -3,11 +3,17 @@
 // those rooms through NATS, and measures what arrives — deliveries per
 // second, latency from publish to receipt, gaps, errors — and, given the
 // gateway's pid, the gateway's CPU time per delivery and RSS per
-// connection. `loadgen rawserver` is the baseline: the same bytes written
-// to plain TCP sockets with the same batching, so that a run can say how
-// far the gateway is from the cost of the socket writes themselves.
+// connection. Two baselines serve the same workloads: `loadgen floor`, the
+// least a program can do (the gateway's handshake and frames, written by
+// one event loop per core with write(2) or io_uring, no goroutine per
+// delivery), which says how far the gateway is from the cost of the socket
+// writes themselves; and `loadgen rawserver`, the same bytes with the
+// gateway's batching and a writer goroutine per connection, which shares
+// the gateway's Go-side costs.
 //
 //	loadgen --workload W2 --addr 127.0.0.1:8080 --nats nats://127.0.0.1:4222 --pid $(pgrep -n gateway)
+//	loadgen floor --mode uring --listen 127.0.0.1:9200 --nats-listen 127.0.0.1:4300
+//	loadgen --workload W2 --addr 127.0.0.1:9200 --nats nats://127.0.0.1:4300 --metrics - --pid <floor pid>
 //	loadgen rawserver --listen 127.0.0.1:9100 --nats-listen 127.0.0.1:4300
 //	loadgen --workload W2 --raw --addr 127.0.0.1:9100 --nats nats://127.0.0.1:4300 --pid <rawserver pid>
 //
@@ -41,6 +47,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runWorker(stdin, stdout)
 	case len(args) > 0 && args[0] == "rawserver":
 		err = runRawServer(ctx, args[1:], stderr)
+	case len(args) > 0 && args[0] == "floor":
+		err = runFloor(ctx, args[1:], stderr)
 	default:
 		var cfg Config
 		cfg, err = parseFlags(args)

@@ -226,6 +226,15 @@ func TestPresets(t *testing.T) {
 			t.Errorf("room %d has %d members, room 0 %d: not even", r, n, m[0])
 		}
 	}
+	for w, stagger := range map[string]bool{"W3": true, "W3T": false, "w3t": false, "W2": false} {
+		cfg, err := parseFlags([]string{"--workload", w})
+		if err != nil || cfg.Stagger != stagger || cfg.Rooms != map[bool]int{true: 10, false: 20}[w != "W2"] {
+			t.Errorf("%s: stagger %v, rooms %d, %v; want stagger %v", w, cfg.Stagger, cfg.Rooms, err, stagger)
+		}
+	}
+	if cfg, _ := parseFlags([]string{"--workload", "W3", "--stagger=false"}); cfg.Stagger {
+		t.Error("--stagger=false did not override W3's preset")
+	}
 	if _, err := parseFlags([]string{"--workload", "W9"}); err == nil {
 		t.Error("unknown workload accepted")
 	}

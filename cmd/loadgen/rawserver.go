@@ -11,11 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/config"
@@ -40,34 +38,23 @@ import (
 // writes any frame at once. Frames in the workloads are under 4 KiB.
 
 type rawConfig struct {
-	listen     string
-	natsURL    string
-	natsListen string
-	storeDir   string
-	prefix     string
-	live       string
-	history    bool
+	listen string
+	sourceConfig
 	batchBytes int
 	limits     outbox.Limits
-	maxUpdate  int
 }
 
 func runRawServer(ctx context.Context, args []string, stderr io.Writer) error {
 	def := config.Default()
 	rc := rawConfig{
-		prefix: def.NATS.SubjectPrefix, live: def.History.LivePrefix, history: def.History.Enabled,
-		batchBytes: def.Queue.BatchBytes, maxUpdate: def.Limits.MaxUpdateBytes,
-		limits: outbox.Limits{ConflateAfter: def.Queue.ConflateAfter, MaxMessages: def.Queue.MaxMessages, MaxBytes: def.Queue.MaxBytes},
+		sourceConfig: defaultSource(),
+		batchBytes:   def.Queue.BatchBytes,
+		limits:       outbox.Limits{ConflateAfter: def.Queue.ConflateAfter, MaxMessages: def.Queue.MaxMessages, MaxBytes: def.Queue.MaxBytes},
 	}
 	fs := flag.NewFlagSet("loadgen rawserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&rc.listen, "listen", "127.0.0.1:9100", "TCP address for the raw clients (loadgen --raw)")
-	fs.StringVar(&rc.natsURL, "nats-url", "", "NATS to subscribe to; empty runs an embedded server, as the gateway does")
-	fs.StringVar(&rc.natsListen, "nats-listen", "127.0.0.1:4300", "embedded NATS address, for the load tool's producer")
-	fs.StringVar(&rc.storeDir, "store-dir", "", "embedded JetStream storage (default: a new temporary directory)")
-	fs.StringVar(&rc.prefix, "prefix", rc.prefix, "subject prefix producers publish on")
-	fs.StringVar(&rc.live, "live-prefix", rc.live, "the history stream's republish prefix")
-	fs.BoolVar(&rc.history, "history", rc.history, "use the history stream (seq and prev), as the gateway does by default")
+	rc.sourceConfig.flags(fs)
 	fs.IntVar(&rc.batchBytes, "batch-bytes", rc.batchBytes, "queue.batch_bytes: a batch is split into frames of about this size")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,55 +64,17 @@ func runRawServer(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Warn("cannot raise the open files limit", "err", err)
 	}
 
-	var ns *server.Server
-	if rc.natsURL == "" {
-		dir := rc.storeDir
-		if dir == "" {
-			d, err := os.MkdirTemp("", "loadgen-raw-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(d)
-			dir = filepath.Join(d, "jetstream")
-		}
-		var err error
-		ns, err = broker.StartEmbedded(broker.EmbeddedConfig{Listen: rc.natsListen, StoreDir: dir, JetStream: true}, log)
-		if err != nil {
-			return err
-		}
-		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	}
-	nc, err := broker.Connect(broker.ConnConfig{URL: rc.natsURL, Embedded: ns, Name: "roomcast-rawserver"}, log)
+	src, err := startSource(ctx, rc.sourceConfig, "roomcast-rawserver", log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	live := ""
-	if rc.history {
-		hcfg := broker.HistoryConfig{Stream: def.History.Stream, SubjectPrefix: rc.prefix, LivePrefix: rc.live,
-			Depth: def.History.Depth, MaxAge: def.History.MaxAge, Replicas: def.History.Replicas}
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := broker.EnsureStream(sctx, nc, hcfg, log)
-		cancel()
-		if err != nil {
-			return err
-		}
-		live = rc.live
-	}
-	rooms, err := broker.NewRooms(nc, rc.prefix, live)
-	if err != nil {
-		return err
-	}
+	defer src.close()
 	ln, err := net.Listen("tcp", rc.listen)
 	if err != nil {
 		return err
 	}
-	natsAddr := rc.natsURL
-	if ns != nil {
-		natsAddr = "nats://" + ns.Addr().String()
-	}
-	log.Info("rawserver listening", "addr", ln.Addr().String(), "nats", natsAddr, "pid", os.Getpid(), "history", rc.history)
-	s := newRawServer(rc, rooms, nc)
+	log.Info("rawserver listening", "addr", ln.Addr().String(), "nats", src.addr, "pid", os.Getpid(), "history", rc.history)
+	s := newRawServer(rc, src.rooms, src.nc)
 	return s.serve(ctx, ln)
 }
 

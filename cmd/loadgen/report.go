@@ -28,6 +28,7 @@ type Result struct {
 	Rooms        int     `json:"rooms"`
 	RoomsPerConn int     `json:"rooms_per_conn"`
 	Hz           float64 `json:"hz"`
+	Stagger      bool    `json:"stagger,omitempty"` // rooms published evenly over the interval, not in one tick
 	Churn        bool    `json:"churn,omitempty"`
 	Reconnect    float64 `json:"reconnect_per_min,omitempty"`
 
@@ -85,6 +86,8 @@ type Server struct {
 	CPUPerOp       float64 `json:"cpu_us_per_op,omitempty"`
 	CPUUtil        float64 `json:"cpu_cores"` // average cores busy in the window
 	XRaw           float64 `json:"x_raw,omitempty"`
+	XFloor         float64 `json:"x_floor,omitempty"`     // CPU per delivery (per op in churn) ÷ the floor's
+	XFloorRSS      float64 `json:"x_floor_rss,omitempty"` // RSS per connection ÷ the floor's (with --floor-run)
 	RSSBefore      int64   `json:"rss_before_bytes"`
 	RSSConnected   int64   `json:"rss_connected_bytes"`
 	RSSEnd         int64   `json:"rss_end_bytes"`
@@ -124,7 +127,7 @@ func newResult(cfg Config) *Result {
 	r := &Result{
 		Workload: cfg.Workload, Mode: "websocket", Date: time.Now().UTC().Format(time.RFC3339), Host: host,
 		CPUs: runtime.NumCPU(), Conns: cfg.Conns, Rooms: cfg.Rooms, RoomsPerConn: cfg.RoomsPerConn, Hz: cfg.Hz,
-		Churn: cfg.Churn, Reconnect: cfg.Reconnect,
+		Churn: cfg.Churn, Reconnect: cfg.Reconnect, Stagger: cfg.Stagger,
 	}
 	if cfg.Raw {
 		r.Mode = "raw"
@@ -136,13 +139,17 @@ func newResult(cfg Config) *Result {
 	return r
 }
 
-func (r *Result) fill(cfg *Config, st Stats, window time.Duration, ticks uint64, selfCPU float64) {
+func (r *Result) fill(cfg *Config, st Stats, window time.Duration, published []uint64, selfCPU float64) {
 	r.Window = window.Seconds()
 	r.Open = st.Open
 	r.Deliveries = st.Deliveries
 	r.DeliveriesPerS = float64(st.Deliveries) / r.Window
 	if !cfg.Churn {
-		r.Expected = ticks * uint64(cfg.Conns*cfg.RoomsPerConn)
+		for i, m := range cfg.members() {
+			if i < len(published) {
+				r.Expected += published[i] * uint64(m)
+			}
+		}
 		if r.Expected > 0 {
 			r.DeliveryRatio = float64(st.Deliveries) / float64(r.Expected)
 		}
@@ -193,6 +200,47 @@ func (r *Result) serverCosts(cfg *Config) {
 	if r.Ops > 0 {
 		s.CPUPerOp = s.CPUSeconds * 1e6 / float64(r.Ops)
 	}
+	floor, floorRSS := cfg.Floor, 0.0
+	if cfg.floorResult != nil {
+		fr := cfg.floorResult.Server
+		floor, floorRSS = fr.CPUPerDelivery, fr.RSSPerConn
+		if cfg.Churn {
+			floor = fr.CPUPerOp
+		}
+	}
+	cost := s.CPUPerDelivery
+	if cfg.Churn {
+		cost = s.CPUPerOp
+	}
+	if floor > 0 && cost > 0 {
+		s.XFloor = cost / floor
+	}
+	if floorRSS > 0 && s.RSSPerConn > 0 {
+		s.XFloorRSS = s.RSSPerConn / floorRSS
+	}
+}
+
+// readFloorRun reads the result of a run against the floor from its
+// output (the LOADGEN_RESULT line) or from the bare JSON line.
+func readFloorRun(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := string(b)
+	if !strings.Contains(out, resultPrefix) {
+		out = resultPrefix + strings.TrimSpace(out)
+	}
+	for line := range strings.Lines(out) {
+		if rest, ok := strings.CutPrefix(line, resultPrefix); ok {
+			var res Result
+			if err := json.Unmarshal([]byte(rest), &res); err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			return &res, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no result line", path)
 }
 
 // metrics takes what the gateway's /metrics says: before connecting,
@@ -267,8 +315,8 @@ func (r *Result) print(w io.Writer, quiet bool) {
 	if !quiet {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
-		row("workload", "%s (%s), %d conns, %d rooms, %d rooms/conn, %g Hz%s", r.Workload, r.Mode, r.Conns, r.Rooms, r.RoomsPerConn, r.Hz,
-			map[bool]string{true: ", churn", false: ""}[r.Churn])
+		row("workload", "%s (%s), %d conns, %d rooms, %d rooms/conn, %g Hz%s%s", r.Workload, r.Mode, r.Conns, r.Rooms, r.RoomsPerConn, r.Hz,
+			map[bool]string{true: " staggered"}[r.Stagger], map[bool]string{true: ", churn"}[r.Churn])
 		row("connections", "%d established, %d failed, %d open at end (dial %.1fs)", r.Established, r.Failed, r.Open, r.DialSeconds)
 		row("window", "%.1fs", r.Window)
 		row("deliveries", "%d (%.0f/s), expected %d (ratio %.4f), replayed %d", r.Deliveries, r.DeliveriesPerS, r.Expected, r.DeliveryRatio, r.Replayed)
@@ -286,12 +334,12 @@ func (r *Result) print(w io.Writer, quiet bool) {
 		row("client cpu", "%.2fs (%.2f cores)", r.ClientCPU, r.ClientCPU/r.Window)
 		if s := r.Server; s.PID > 0 {
 			if r.Churn {
-				row("server cpu", "%.2fs (%.2f cores), %.2f µs/op", s.CPUSeconds, s.CPUUtil, s.CPUPerOp)
+				row("server cpu", "%.2fs (%.2f cores), %.2f µs/op%s", s.CPUSeconds, s.CPUUtil, s.CPUPerOp, ratio(s.XFloor, "floor"))
 			} else {
-				row("server cpu", "%.2fs (%.2f cores), %.3f µs/delivery%s", s.CPUSeconds, s.CPUUtil, s.CPUPerDelivery, xraw(s.XRaw))
+				row("server cpu", "%.2fs (%.2f cores), %.3f µs/delivery%s%s", s.CPUSeconds, s.CPUUtil, s.CPUPerDelivery, xraw(s.XRaw), ratio(s.XFloor, "floor"))
 			}
-			row("server rss", "%.1f MiB before, %.1f MiB connected, %.1f MiB end; %.0f bytes (%.2f KiB) per connection",
-				mib(s.RSSBefore), mib(s.RSSConnected), mib(s.RSSEnd), s.RSSPerConn, s.RSSPerConn/1024)
+			row("server rss", "%.1f MiB before, %.1f MiB connected, %.1f MiB end; %.0f bytes (%.2f KiB) per connection%s",
+				mib(s.RSSBefore), mib(s.RSSConnected), mib(s.RSSEnd), s.RSSPerConn, s.RSSPerConn/1024, ratio(s.XFloorRSS, "floor"))
 			row("server threads", "%d; goroutines %s", s.Threads, orNA(s.Goroutines, "%.0f"))
 			if s.GoroutinesConnected > 0 {
 				row("server goroutines", "%.0f before, %.0f connected; %.3f per connection", s.GoroutinesBefore, s.GoroutinesConnected, s.GoroutinesPerConn)
@@ -316,11 +364,13 @@ func (r *Result) print(w io.Writer, quiet bool) {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-func xraw(x float64) string {
+func xraw(x float64) string { return ratio(x, "raw") }
+
+func ratio(x float64, of string) string {
 	if x == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" = %.2f× raw", x)
+	return fmt.Sprintf(" = %.2f× %s", x, of)
 }
 
 func orNA(v float64, format string) string {
