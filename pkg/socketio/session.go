@@ -229,8 +229,12 @@ func (ss *session) ack(nsp string, id int64, att [][]byte, args ...json.RawMessa
 func (ss *session) event(p packet, att [][]byte) {
 	name, args := eventArgs(p.Data)
 	if !ss.allow() {
-		room, _, _ := roomArg(args)
-		ss.fail(p, client.RateLimited(room.Room, 0, false))
+		room := ""
+		if name == "join" || name == "leave" {
+			cmd, _, _ := roomArg(args) // named in the refusal, so the client knows which to retry
+			room = cmd.Room
+		}
+		ss.fail(p, client.RateLimited(room, 0, false))
 		return
 	}
 	switch {
