@@ -177,8 +177,12 @@ func (s *Stream) Abort() { s.abortOnce.Do(func() { close(s.abort) }) }
 // Queued reports the messages and bytes waiting in the client's outbox.
 func (s *Stream) Queued() (messages, bytes int) { return s.box.Len() }
 
-// errGone is a client that went away (the request's context ended).
-var errGone = errors.New("client went away")
+// errGone is a client that went away (the request's context ended);
+// errAborted a stream dropped by Abort.
+var (
+	errGone    = errors.New("client went away")
+	errAborted = errors.New("aborted")
+)
 
 // Serve answers the request with the stream, joins the rooms and writes
 // until the client goes, Close or Abort is called, or a write fails. It
@@ -194,7 +198,7 @@ func (s *Stream) Serve(w http.ResponseWriter, r *http.Request, joins []protocol.
 	switch {
 	case errors.Is(err, errGone):
 		code, byClient = metrics.CloseAbnormal, true
-	case err != nil: // a write failed or timed out: the gateway gave up
+	case err != nil: // aborted, or a write failed or timed out: the gateway gave up
 		code = metrics.CloseAbnormal
 	default:
 		code = s.closeCode
@@ -232,7 +236,7 @@ func (s *Stream) run(ctx context.Context, w http.ResponseWriter, rc *http.Respon
 		case <-ctx.Done():
 			return errGone
 		case <-s.abort:
-			return nil
+			return errAborted
 		case <-s.closing:
 			if s.closeCode != protocol.CloseTooSlow {
 				batch, _ = s.box.Take(batch[:0])
