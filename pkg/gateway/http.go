@@ -238,14 +238,14 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if grant != nil {
 		cg = grant
 	}
-	st := sse.New(g.clients, g.sseCfg, cg, g.metrics, g.log, logArgs...)
 	g.mu.Lock()
-	if g.draining.Load() { // Shutdown began since admitClient: it would not see st
+	if g.draining.Load() { // Shutdown began since admitClient: it would not see the stream
 		g.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "shutting down: reconnect to another replica", http.StatusServiceUnavailable)
 		return
 	}
+	st := sse.New(g.clients, g.sseCfg, cg, g.metrics, g.log, logArgs...)
 	g.conns.Add(1)
 	g.sessions[st] = struct{}{}
 	g.mu.Unlock()
