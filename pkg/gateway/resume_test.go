@@ -149,7 +149,7 @@ func TestResumeLoopBudget(t *testing.T) {
 
 	requests := func() float64 { return metric(t, g, "roomcast_history_requests_total") }
 	before, start := requests(), time.Now()
-	const loopers, loopFor = 20, 3 * time.Second
+	const loopers, loopFor, maxLoop = 20, 3 * time.Second, 30 * time.Second
 	var wg sync.WaitGroup
 	var limited atomic.Int64
 	for range loopers {
@@ -182,7 +182,11 @@ func TestResumeLoopBudget(t *testing.T) {
 					}
 				}
 			}
-			for time.Since(start) < loopFor {
+			// At least loopFor, and on until the budget has refused
+			// someone: a starved machine (the race detector, CI running
+			// packages side by side) loops slowly and reaches the budget
+			// later, which is no failure of the budget.
+			for d := time.Since(start); d < loopFor || limited.Load() == 0 && d < maxLoop; d = time.Since(start) {
 				_ = conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"op":"join","room":%q,"since":%d}`, room, old))
 				if !await("joined") {
 					return
