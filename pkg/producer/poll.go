@@ -52,6 +52,7 @@ func HTTPFetch(client *http.Client, url string) Fetch {
 func ExecFetch(command string) Fetch {
 	return func(ctx context.Context) ([]byte, error) {
 		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+		ownGroup(cmd)
 		var stdout, stderr limitedBuffer
 		stdout.max, stderr.max = MaxFetchBytes+1, 512
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
