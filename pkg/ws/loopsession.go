@@ -49,6 +49,7 @@ type loopState struct {
 	gen         uint32    // the registration's generation
 	closeStage  int       // closeNone … closeFrameQueued
 	closeDue    time.Time // closeGrace after the loop saw the close begin
+	tooSlowDue  time.Time // 4008: the close frame must have gone by then
 	flushed     bool      // the close's one take of the queue is done
 	graceTimer  *time.Timer
 }
@@ -101,7 +102,7 @@ func (s *Session) loopTurn(l *evloop) error {
 			if lp.outMsgs != nil && len(lp.out) > 0 {
 				return errTooSlow
 			}
-			lp.closeDue = now.Add(tooSlowGrace)
+			lp.tooSlowDue = now.Add(tooSlowGrace)
 			clear(lp.rest)
 			lp.rest, lp.flushed = lp.rest[:0], true
 		}
@@ -127,8 +128,11 @@ func (s *Session) loopTurn(l *evloop) error {
 				if n > 0 || lp.due.IsZero() {
 					lp.due = now.Add(s.cfg.WriteTimeout)
 				}
-				if lp.closeStage != closeNone && (lp.due.IsZero() || lp.closeDue.Before(lp.due)) {
+				if lp.closeStage != closeNone && lp.closeDue.Before(lp.due) {
 					lp.due = lp.closeDue
+				}
+				if !lp.tooSlowDue.IsZero() && lp.tooSlowDue.Before(lp.due) {
+					lp.due = lp.tooSlowDue
 				}
 				lp.armed = true
 				return l.w.arm(s)
