@@ -6,9 +6,14 @@
 // An idle connection holds no goroutine. Reading: with a Poller (Linux,
 // plain sockets) the socket is watched by epoll and a short-lived
 // goroutine reads and runs whatever arrived; otherwise (TLS, other
-// systems) one reader goroutine per connection blocks in Read. Writing: a
-// writer goroutine is started when the outbox receives a message and ends
-// when the outbox is empty. Heartbeat and token expiry are timers.
+// systems) one reader goroutine per connection blocks in Read. Writing:
+// with a Writer (Linux, plain sockets, no permessage-deflate) a push hands
+// the session to one of the writer's loops, which writes it without
+// blocking (loop_linux.go, loopsession.go); otherwise a writer goroutine
+// is started when the outbox receives a message and ends when the outbox
+// is empty. Heartbeat and token expiry are timers.
+//
+// Lock order: hbMu, then the loop writer's lp.mu (see loopState).
 //
 // Lifetime: Start returns at once; the session ends (teardown: leave every
 // room, free the queue, close the socket, call onDone) when the client
