@@ -107,8 +107,9 @@ func waitConnGoroutines(t *testing.T) {
 		for g := range strings.SplitSeq(string(buf), "\n\n") {
 			if strings.Contains(g, "TestLoad") || strings.Contains(g, "TestMain") || strings.Contains(g, "waitConnGoroutines") || strings.Contains(g, "runRawServer") ||
 				strings.Contains(g, "(*rawServer).serve(") || strings.Contains(g, "(*rawServer).serve.func") ||
-				strings.Contains(g, "(*Poller).run(") || strings.Contains(g, "net/http.(*Server).Serve(") {
-				continue // the test itself, the raw server's accept loop, the gateway's epoll loop (one per gateway) and accept loop
+				strings.Contains(g, "(*Poller).run(") || strings.Contains(g, "(*evloop).run(") || strings.Contains(g, "(*Writer).pollOut(") ||
+				strings.Contains(g, "net/http.(*Server).Serve(") {
+				continue // the test itself, the raw server's accept loop, the gateway's epoll loop and write loops (a set per gateway) and accept loop
 			}
 			for _, p := range []string{"cmd/loadgen.", "pkg/ws.", "gorilla/websocket."} {
 				if strings.Contains(g, p) {

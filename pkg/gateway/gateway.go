@@ -68,6 +68,7 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	admit    *admission
 	poller   *ws.Poller // nil: a reader goroutine per connection
+	writer   *ws.Writer // nil: a writer goroutine per busy connection
 	sessCfg  ws.Config
 	// The rules every transport's clients share.
 	clients *client.Rules
@@ -212,6 +213,10 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		if g.poller, err = ws.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
+		// /ws sessions without compression are written by its loops.
+		if g.writer, err = ws.NewWriter(log, ws.WriterConfig{CoalesceDelay: cfg.Queue.CoalesceDelay}); err != nil {
+			log.Warn("no event-loop writer: a writer goroutine per busy connection", "err", err)
+		}
 	}
 	g.clients = client.NewRules(g.hub, client.Options{
 		MaxRooms:     cfg.Limits.MaxRoomsPerConnection,
@@ -229,6 +234,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		CompressMinBytes: max(cfg.Compression.MinBytes, 1),
 		CoalesceDelay:    cfg.Queue.CoalesceDelay,
 		Poller:           g.poller,
+		Writer:           g.writer,
 		Outbox: outbox.Limits{
 			ConflateAfter: cfg.Queue.ConflateAfter,
 			MaxMessages:   cfg.Queue.MaxMessages,
@@ -564,11 +570,13 @@ func (g *Gateway) Abort() {
 	})
 }
 
-// closePoller stops the poller once no session uses it.
+// closePoller stops the poller and the loop writer once no session uses
+// them.
 func (g *Gateway) closePoller() {
 	if g.poller != nil {
 		g.poller.Close()
 	}
+	g.writer.Close()
 }
 
 // stopNATS drains the connection and stops the embedded server.

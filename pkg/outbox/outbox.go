@@ -261,6 +261,7 @@ type Outbox struct {
 	closed   bool
 	feeds    []Feed // asked in order; the first one feeds until it is done
 	woken    bool   // Wake was called since the last Take: a feed has something
+	changes  uint64 // messages queued plus feeds finished, ever: Refill's measure of progress
 }
 
 // New returns an empty outbox. onOverflow, if not nil, is called once, on
@@ -332,6 +333,7 @@ func (o *Outbox) pushLocked(m Message) (Result, bool) {
 	}
 	o.queue = append(o.queue, m)
 	o.bytes += size
+	o.changes++
 	return Queued, false
 }
 
@@ -403,6 +405,7 @@ func (o *Outbox) refill() {
 		if len(o.feeds) > 0 && o.feeds[0] == f {
 			o.feeds[0] = nil
 			o.feeds = o.feeds[1:]
+			o.changes++
 		}
 		o.mu.Unlock()
 	}
@@ -455,4 +458,48 @@ func (o *Outbox) Len() (messages, bytes int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.queue), o.bytes
+}
+
+// The three methods below split Take for a taker that must never wait (an
+// event-loop writer serving many clients): a feed's Next may read from
+// the stream, so the loop hands refilling to a short-lived goroutine and
+// takes only what is queued.
+
+// NeedsRefill reports whether a feed should be asked for more now: the
+// condition under which Take would call it.
+func (o *Outbox) NeedsRefill() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.feeds) > 0 && !o.closed && !o.overflow && len(o.queue) < o.page() && 4*o.bytes < o.limits.MaxBytes
+}
+
+// Refill asks the feeds for messages as Take does, and reports whether
+// that changed anything (messages queued, or a feed finished). One
+// caller at a time, never at the same time as Take.
+func (o *Outbox) Refill() (progress bool) {
+	o.mu.Lock()
+	o.woken = false
+	before := o.changes
+	o.mu.Unlock()
+	o.refill()
+	o.mu.Lock()
+	// Counted, not compared by length: the taker may have taken what
+	// was queued meanwhile.
+	progress = o.changes != before
+	o.mu.Unlock()
+	return progress
+}
+
+// TakeQueued is Take without asking the feeds: it moves what is queued
+// into dst and never calls out of the package.
+func (o *Outbox) TakeQueued(dst []Message) (batch []Message, overflowed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.woken = false
+	batch = o.queue
+	o.queue, o.bytes = dst[:0], 0
+	if cap(o.queue) > 2*o.limits.ConflateAfter {
+		o.queue = nil
+	}
+	return batch, o.overflow
 }

@@ -273,3 +273,47 @@ func TestWakeIsNotLost(t *testing.T) {
 		t.Fatalf("took %d, busy %v: want the feed's message and no more work", len(batch), o.Busy())
 	}
 }
+
+// takingFeed pushes a page and lets the taker take it before Next
+// returns, as a loop writer running beside a refill does.
+type takingFeed struct {
+	pages int
+	take  func()
+}
+
+func (f *takingFeed) Next(o *Outbox, max int) bool {
+	if f.pages == 0 {
+		return true
+	}
+	f.pages--
+	o.Push(Message{Pub: NewPublication("r", 1, 0, false, []byte(`{}`), 0), Replay: true})
+	f.take()
+	return false
+}
+
+// TestRefillProgress: Refill reports progress by what it queued, even
+// when the taker took it meanwhile (the queue length is unchanged), and
+// reports none for a feed that has nothing; TakeQueued never asks the
+// feeds.
+func TestRefillProgress(t *testing.T) {
+	o := NewNotify(Limits{ConflateAfter: 8, MaxMessages: 16, MaxBytes: 1 << 20}, nil, func() {})
+	var taken int
+	f := &takingFeed{pages: 1}
+	f.take = func() { b, _ := o.TakeQueued(nil); taken += len(b) }
+	o.AddFeed(f)
+	if b, _ := o.TakeQueued(nil); len(b) != 0 || f.pages != 1 {
+		t.Fatalf("TakeQueued took %d and asked the feed", len(b))
+	}
+	if !o.NeedsRefill() {
+		t.Fatal("an empty queue with a feed needs a refill")
+	}
+	if !o.Refill() || taken != 1 {
+		t.Fatalf("refill that queued a page (taken at once) reported no progress; taken %d", taken)
+	}
+	w := &waitingFeed{}
+	o2 := NewNotify(Limits{ConflateAfter: 8, MaxMessages: 16, MaxBytes: 1 << 20}, nil, func() {})
+	o2.AddFeed(w)
+	if o2.Refill() {
+		t.Fatal("a waiting feed that queued nothing reported progress")
+	}
+}

@@ -6,9 +6,14 @@
 // An idle connection holds no goroutine. Reading: with a Poller (Linux,
 // plain sockets) the socket is watched by epoll and a short-lived
 // goroutine reads and runs whatever arrived; otherwise (TLS, other
-// systems) one reader goroutine per connection blocks in Read. Writing: a
-// writer goroutine is started when the outbox receives a message and ends
-// when the outbox is empty. Heartbeat and token expiry are timers.
+// systems) one reader goroutine per connection blocks in Read. Writing:
+// with a Writer (Linux, plain sockets, no permessage-deflate) a push hands
+// the session to one of the writer's loops, which writes it without
+// blocking (loop_linux.go, loopsession.go); otherwise a writer goroutine
+// is started when the outbox receives a message and ends when the outbox
+// is empty. Heartbeat and token expiry are timers.
+//
+// Lock order: hbMu, then the loop writer's lp.mu (see loopState).
 //
 // Lifetime: Start returns at once; the session ends (teardown: leave every
 // room, free the queue, close the socket, call onDone) when the client
@@ -53,6 +58,10 @@ type Config struct {
 	// Poller watches idle sockets; nil gives each connection a reader
 	// goroutine.
 	Poller *Poller
+	// Writer's loops write the session when its socket is a plain one and
+	// it did not negotiate compression; else (and when nil) a writer
+	// goroutine runs while there is something to write.
+	Writer *Writer
 }
 
 // closeGrace bounds how long a closing session waits for the client's
@@ -95,6 +104,9 @@ type Session struct {
 	lastRead atomic.Int64 // unix nanoseconds of the client's last bytes
 	writing  atomic.Bool  // a writer goroutine is running
 
+	// The loop writer's state (lp.loop nil: the writer goroutine's).
+	lp loopState
+
 	// Owned by the writer goroutine of the moment.
 	wdl    time.Time     // the socket's write deadline as last set
 	wdlFor time.Duration // the timeout it was set for
@@ -135,6 +147,7 @@ func New(conn *websocket.Conn, rules *client.Rules, cfg Config, grant *auth.Gran
 		logArgs: logArgs,
 		frames:  wsread.Reader{MaxMessage: int(cfg.MaxFrameBytes), Deflate: cfg.Compress},
 	}
+	s.useLoop(cfg.Writer)
 	s.box = outbox.NewNotify(cfg.Outbox, s.overflowed, s.kick)
 	s.client = rules.New(s.box, func() { s.Close(protocol.CloseTokenExpired, "token expired") })
 	// gorilla compresses every write once compression is negotiated;
@@ -178,7 +191,10 @@ func (s *Session) overflowed() {
 	s.metrics.SlowDisconnects.Inc()
 	// Cut before Close starts the writer on the close frame, so that the
 	// close frame comes after the cut and gets tooSlowGrace, not nothing.
-	s.cutWrites()
+	// (The loop writer has no deadlines: its turn gives up by itself.)
+	if s.lp.loop == nil {
+		s.cutWrites()
+	}
 	s.Close(protocol.CloseTooSlow, "client too slow")
 }
 
@@ -199,6 +215,12 @@ func (s *Session) Close(code int, reason string) {
 func (s *Session) answered() {
 	if s.isClosing() {
 		s.peerOnce.Do(func() { close(s.peerClosed) })
+		// The loop writer has nobody waiting on peerClosed once its close
+		// frame has gone: end here. (end itself calls answered after
+		// setting stateEnded, so this never re-enters end.)
+		if s.lp.closeSent.Load() && !s.isEnded() {
+			s.end(errClosedDone)
+		}
 	}
 }
 
@@ -224,6 +246,9 @@ func (s *Session) end(err error) {
 		}
 		if s.polled {
 			s.reg.Remove()
+		}
+		if s.lp.loop != nil {
+			s.lp.loop.w.forget(s) // before the socket closes: its number may be reused at once
 		}
 		s.client.Close() // out of every room, the queue freed
 		_ = s.nc.Close()
@@ -359,7 +384,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 		case client.Limited:
 			return nil
 		}
-		_ = s.conn.WriteControl(websocket.PongMessage, payload, s.controlDeadline(s.cfg.WriteTimeout))
+		_ = s.writeControl(websocket.PongMessage, payload, s.cfg.WriteTimeout)
 	case wsread.OpPong:
 		// lastRead is updated: the heartbeat sees the client is alive.
 	case wsread.OpClose:
@@ -375,11 +400,22 @@ func (s *Session) frame(op byte, payload []byte) error {
 		if len(payload) == 1 || !validCloseCode(code) {
 			code = protocol.CloseProtocolError
 		}
-		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), s.controlDeadline(time.Second))
+		_ = s.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Second)
 		s.peerCode = code
 		return errPeerClosed
 	}
 	return nil
+}
+
+// writeControl sends a control frame beside the data: through the loop
+// writer's path when it writes the session (never inside a partly written
+// frame), else with gorilla, within timeout (see controlDeadline).
+func (s *Session) writeControl(op int, payload []byte, timeout time.Duration) error {
+	if s.lp.loop != nil {
+		s.loopControl(op, payload)
+		return nil
+	}
+	return s.conn.WriteControl(op, payload, s.controlDeadline(timeout))
 }
 
 // validCloseCode: the codes a peer may send (RFC 6455 §7.4).
@@ -411,7 +447,7 @@ func (s *Session) beat() {
 		s.heartbeat.Reset(max(s.cfg.PingInterval-s.cfg.PongTimeout, time.Millisecond))
 		return
 	}
-	if err := s.conn.WriteControl(websocket.PingMessage, nil, s.controlDeadline(s.cfg.WriteTimeout)); err != nil {
+	if err := s.writeControl(websocket.PingMessage, nil, s.cfg.WriteTimeout); err != nil {
 		s.end(err)
 		return
 	}

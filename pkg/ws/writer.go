@@ -19,6 +19,10 @@ var (
 // kick makes sure a writer goroutine is running; the outbox calls it after
 // every push, Close after starting to close. At most one writer runs.
 func (s *Session) kick() {
+	if s.lp.loop != nil {
+		s.schedule() // the loop writer: no goroutine of its own
+		return
+	}
 	if s.writing.CompareAndSwap(false, true) {
 		go s.writeLoop()
 	}
@@ -133,20 +137,7 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 			continue
 		}
 		bp := frameBufs.Get().(*[]byte)
-		b := append((*bp)[:0], make([]byte, maxServerHeader)...)
-		n := 0
-		for n < len(batch) && (n == 0 || len(b)-maxServerHeader+batch[n].Size() < s.cfg.MaxBatchBytes) {
-			if n > 0 {
-				if s.prepared(&batch[n]) != nil {
-					break
-				}
-				b = append(b, '\n')
-			}
-			b = batch[n].AppendJSON(b)
-			n++
-		}
-		size := len(b) - maxServerHeader
-		start := putHeader(b[:maxServerHeader], size)
+		b, start, n, size := s.frameMessages(*bp, batch)
 		_, err := s.nc.Write(b[start:])
 		if cap(b) <= maxPooledFrame {
 			*bp = b
@@ -159,6 +150,27 @@ func (s *Session) writeBatch(batch []outbox.Message, timeout time.Duration) erro
 		batch = batch[n:]
 	}
 	return nil
+}
+
+// frameMessages frames the first messages of batch as one text frame in
+// buf's space: as many as MaxBatchBytes allows (at least one), joined by
+// "\n", stopping before a message that goes prepared. It returns the
+// buffer, where the frame starts in it, how many messages it holds and
+// its payload size.
+func (s *Session) frameMessages(buf []byte, batch []outbox.Message) (b []byte, start, n, size int) {
+	b = append(buf[:0], make([]byte, maxServerHeader)...)
+	for n < len(batch) && (n == 0 || len(b)-maxServerHeader+batch[n].Size() < s.cfg.MaxBatchBytes) {
+		if n > 0 {
+			if s.prepared(&batch[n]) != nil {
+				break
+			}
+			b = append(b, '\n')
+		}
+		b = batch[n].AppendJSON(b)
+		n++
+	}
+	size = len(b) - maxServerHeader
+	return b, putHeader(b[:maxServerHeader], size), n, size
 }
 
 // prepared returns m's frame prepared for permessage-deflate when this

@@ -1,0 +1,347 @@
+//go:build linux
+
+package ws
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Writer is the event-loop writer of /ws sessions: a few long-lived write
+// loops (one per GOMAXPROCS by default) that write the sessions' queues
+// straight to their non-blocking sockets, so that a delivery starts or
+// wakes no goroutine of its own. A push into an outbox puts its session on
+// its loop's ready list (the loop is woken only if it sleeps); the loop
+// takes the queue, frames it as writeBatch does, and writes with write(2)
+// under the socket's RawConn. What the socket does not take stays in the
+// session; the writer's own epoll instance (EPOLLOUT, one-shot) puts the
+// session back on its loop when the socket can take more. A stalled
+// session is ended after write_timeout without progress by a sweep of its
+// loop.
+//
+// Descriptor reuse: as in package wsread, every epoll_ctl runs inside the
+// socket's RawConn.Control (the descriptor cannot be closed meanwhile),
+// and each registration carries a generation in the event's data, so an
+// event of a closed socket never reaches the connection that got its
+// number next.
+//
+// Lifetime: NewWriter starts the loops and the epoll goroutine; Close
+// stops them and waits for them. Close after the sessions using the
+// writer have ended: a session still queued is not written again.
+type Writer struct {
+	log   *slog.Logger
+	loops []*evloop
+	next  atomic.Uint32 // round robin of sessions over loops
+	delay time.Duration // CoalesceDelay: a woken loop waits this long before taking its ready list
+
+	epfd int
+	wake [2]int // a pipe: Close writes to end EpollWait
+
+	mu    sync.Mutex // the registry of sockets waiting for EPOLLOUT
+	conns map[int32]*Session
+	gen   uint32
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// WriterConfig tunes a Writer.
+type WriterConfig struct {
+	Loops         int           // write loops; 0: GOMAXPROCS
+	CoalesceDelay time.Duration // see Config.CoalesceDelay
+}
+
+// NewWriter starts a writer. On error the gateway keeps a writer
+// goroutine per busy session.
+func NewWriter(log *slog.Logger, cfg WriterConfig) (*Writer, error) {
+	n := cfg.Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("writer epoll: %w", err)
+	}
+	w := &Writer{log: log, delay: cfg.CoalesceDelay, epfd: epfd, conns: make(map[int32]*Session), stop: make(chan struct{})}
+	if err := syscall.Pipe2(w.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("writer wake pipe: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: wakeFd}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, w.wake[0], &ev); err != nil {
+		w.closeFDs()
+		return nil, fmt.Errorf("writer epoll: %w", err)
+	}
+	for range n {
+		l := &evloop{w: w, wake: make(chan struct{}, 1), stalled: make(map[*Session]struct{})}
+		w.loops = append(w.loops, l)
+	}
+	w.wg.Add(n + 1)
+	for _, l := range w.loops {
+		go l.run()
+	}
+	go w.pollOut()
+	return w, nil
+}
+
+// wakeFd marks the wake pipe's event; no socket has a negative descriptor.
+const wakeFd = -1
+
+func (w *Writer) closeFDs() {
+	syscall.Close(w.epfd)
+	syscall.Close(w.wake[0])
+	syscall.Close(w.wake[1])
+}
+
+// Close stops the loops and the epoll goroutine and waits for them.
+func (w *Writer) Close() {
+	if w == nil {
+		return
+	}
+	w.closeOnce.Do(func() {
+		close(w.stop)
+		_, _ = syscall.Write(w.wake[1], []byte{0})
+		w.wg.Wait()
+		w.closeFDs()
+	})
+}
+
+// assign picks the loop that will write s for its whole life.
+func (w *Writer) assign() *evloop {
+	return w.loops[int(w.next.Add(1))%len(w.loops)]
+}
+
+// pollOut waits for sockets that became writable and puts their sessions
+// back on their loops.
+func (w *Writer) pollOut() {
+	defer w.wg.Done()
+	events := make([]syscall.EpollEvent, 128)
+	for {
+		n, err := syscall.EpollWait(w.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			w.log.Error("writer: epoll_wait failed; stalled sockets are resumed only by new messages until it recovers", "err", err)
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		for _, ev := range events[:n] {
+			if ev.Fd == wakeFd {
+				return
+			}
+			w.mu.Lock()
+			s := w.conns[ev.Fd]
+			stale := s == nil || s.lp.gen != uint32(ev.Pad) // gen is written under w.mu
+			w.mu.Unlock()
+			if stale {
+				continue // stale: the socket is gone, its number perhaps reused
+			}
+			s.lp.writable.Store(true)
+			s.lp.loop.schedule(s)
+		}
+	}
+}
+
+// evloop is one write loop. Its goroutine owns the sessions' write state
+// while it runs their turns (under each session's lp.mu).
+type evloop struct {
+	w    *Writer
+	wake chan struct{} // capacity 1: set by schedule, never blocks a pusher
+
+	mu    sync.Mutex // ready only
+	ready []*Session
+
+	// Owned by the loop's goroutine.
+	spare   []*Session
+	stalled map[*Session]struct{} // sessions with bytes the socket did not take
+}
+
+// schedule puts s on the loop's ready list, once until its next turn.
+func (l *evloop) schedule(s *Session) {
+	if !s.lp.queued.CompareAndSwap(false, true) {
+		return
+	}
+	l.mu.Lock()
+	l.ready = append(l.ready, s)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sweepEvery is how often a loop with stalled sessions checks their
+// write_timeout (and close deadlines): a stalled client is ended at most
+// this much after its time.
+const sweepEvery = 25 * time.Millisecond
+
+func (l *evloop) run() {
+	defer l.w.wg.Done()
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		var tick <-chan time.Time
+		switch {
+		case len(l.stalled) > 0 && ticker == nil:
+			ticker = time.NewTicker(sweepEvery)
+			tick = ticker.C
+		case len(l.stalled) > 0:
+			tick = ticker.C
+		case ticker != nil:
+			ticker.Stop()
+			ticker = nil
+		}
+		select {
+		case <-l.w.stop:
+			return
+		case now := <-tick:
+			l.sweep(now)
+			continue
+		case <-l.wake:
+		}
+		// CoalesceDelay: let one producer tick's updates gather so that
+		// they leave in one frame; one wait per loop turn, not per client.
+		if d := l.w.delay; d > 0 {
+			time.Sleep(d)
+		}
+		l.mu.Lock()
+		batch := l.ready
+		l.ready = l.spare[:0]
+		l.mu.Unlock()
+		for _, s := range batch {
+			// Cleared before the turn: a push during it schedules s again
+			// rather than being missed.
+			s.lp.queued.Store(false)
+			l.turn(s)
+		}
+		clear(batch)
+		l.spare = batch[:0]
+	}
+}
+
+// turn runs one session's turn and ends it if that failed.
+func (l *evloop) turn(s *Session) {
+	s.lp.mu.Lock()
+	err := s.loopTurn(l)
+	stalled := len(s.lp.out) > 0 && !s.isEnded()
+	s.lp.mu.Unlock()
+	if stalled {
+		l.stalled[s] = struct{}{}
+	} else {
+		delete(l.stalled, s)
+	}
+	if err != nil {
+		s.end(err)
+	}
+}
+
+// sweep ends the stalled sessions whose bytes made no progress in time.
+func (l *evloop) sweep(now time.Time) {
+	for s := range l.stalled {
+		s.lp.mu.Lock()
+		due, pending := s.lp.due, len(s.lp.out) > 0
+		s.lp.mu.Unlock()
+		switch {
+		case s.isEnded() || !pending:
+			delete(l.stalled, s)
+		case !due.IsZero() && now.After(due):
+			delete(l.stalled, s)
+			s.end(os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// arm asks for one EPOLLOUT event of s's socket. Under s.lp.mu.
+func (w *Writer) arm(s *Session) error {
+	var ctlErr error
+	cerr := s.lp.raw.Control(func(f uintptr) {
+		fd := int32(f)
+		ev := syscall.EpollEvent{Events: syscall.EPOLLOUT | syscall.EPOLLONESHOT}
+		op := syscall.EPOLL_CTL_MOD
+		if !s.lp.registered {
+			// Registered before EPOLL_CTL_ADD: the event may come at once.
+			w.mu.Lock()
+			w.gen++
+			s.lp.gen, s.lp.fd = w.gen, fd
+			w.conns[fd] = s
+			w.mu.Unlock()
+			s.lp.registered = true
+			op = syscall.EPOLL_CTL_ADD
+		}
+		ev.Fd, ev.Pad = fd, int32(s.lp.gen)
+		ctlErr = syscall.EpollCtl(w.epfd, op, int(fd), &ev)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return ctlErr
+}
+
+// forget drops s's socket from the writer's epoll; the session calls it
+// before closing the socket.
+func (w *Writer) forget(s *Session) {
+	s.lp.mu.Lock()
+	defer s.lp.mu.Unlock()
+	if s.lp.graceTimer != nil {
+		s.lp.graceTimer.Stop()
+	}
+	if !s.lp.registered {
+		return
+	}
+	s.lp.registered = false
+	w.mu.Lock()
+	if w.conns[s.lp.fd] == s {
+		delete(w.conns, s.lp.fd)
+	}
+	w.mu.Unlock()
+	_ = s.lp.raw.Control(func(fd uintptr) {
+		_ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// writeNow writes as much of p as the socket takes without waiting: n
+// bytes, and err nil when the rest would block.
+func writeNow(raw syscall.RawConn, p []byte) (n int, err error) {
+	var werr error
+	cerr := raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, e := syscall.Write(int(fd), p[n:])
+			if m > 0 {
+				n += m
+			}
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true
+			case e != nil:
+				werr = e
+				return true
+			case m == 0:
+				return true
+			}
+		}
+		return true // never park: the writer's epoll says when there is room
+	})
+	if cerr != nil {
+		return n, cerr
+	}
+	return n, werr
+}
