@@ -219,6 +219,11 @@ type Queue struct {
 	// CoalesceDelay: a client's writer, woken by a first queued message,
 	// waits this long so that what follows leaves in the same frame.
 	CoalesceDelay time.Duration `mapstructure:"coalesce_delay"`
+	// Writer chooses how /ws connections are written: "goroutine" (a
+	// writer goroutine per busy connection) or "loop" (the event-loop
+	// writer: a few write loops for all connections; Linux, without TLS
+	// or compression).
+	Writer string `mapstructure:"writer"`
 }
 
 // Compression configures permessage-deflate for clients that offer it.
@@ -369,6 +374,7 @@ func Default() Config {
 			MaxBytes:      1 << 20,
 			BatchBytes:    32 << 10,
 			CoalesceDelay: 0,
+			Writer:        "goroutine",
 		},
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},

@@ -64,6 +64,7 @@ func TestLoadErrors(t *testing.T) {
 		{"zero limit", "limits:\n  max_rooms_per_connection: 0\n", []string{"limits.max_rooms_per_connection"}},
 		{"queue order", "queue:\n  conflate_after: 300\n", []string{"queue.max_messages"}},
 		{"queue too small for updates", "queue:\n  max_bytes: 1000\n", []string{"queue.max_bytes"}},
+		{"unknown writer", "queue:\n  writer: threads\n", []string{"queue.writer"}},
 		{"log level", "log:\n  level: loud\n", []string{"log.level"}},
 		{"log format", "log:\n  format: xml\n", []string{"log.format"}},
 		{"bad room", "producer:\n  rooms:\n    - room: 'a.b'\n      interval: 1s\n      metrics: [{key: x, generator: uniform}]\n", []string{"producer.rooms[0].room"}},

@@ -142,6 +142,9 @@ func (c *Config) Validate() error {
 	positive("queue.max_messages", c.Queue.MaxMessages)
 	positive("queue.max_bytes", c.Queue.MaxBytes)
 	positive("queue.batch_bytes", c.Queue.BatchBytes)
+	if c.Queue.Writer != "goroutine" && c.Queue.Writer != "loop" {
+		bad("queue.writer", "must be goroutine or loop, got %q", c.Queue.Writer)
+	}
 	if c.Queue.CoalesceDelay < 0 || c.Queue.CoalesceDelay > 100*time.Millisecond {
 		bad("queue.coalesce_delay", "must be 0 to 100ms, got %v", c.Queue.CoalesceDelay)
 	}

@@ -213,9 +213,12 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		if g.poller, err = ws.NewPoller(log, g.metrics); err != nil {
 			log.Warn("no epoll: one reader goroutine per connection", "err", err)
 		}
-		// /ws sessions without compression are written by its loops.
-		if g.writer, err = ws.NewWriter(log, ws.WriterConfig{CoalesceDelay: cfg.Queue.CoalesceDelay}); err != nil {
-			log.Warn("no event-loop writer: a writer goroutine per busy connection", "err", err)
+		// With queue.writer loop, /ws sessions without compression are
+		// written by the writer's loops.
+		if cfg.Queue.Writer == "loop" {
+			if g.writer, err = ws.NewWriter(log, ws.WriterConfig{CoalesceDelay: cfg.Queue.CoalesceDelay}); err != nil {
+				log.Warn("no event-loop writer: a writer goroutine per busy connection", "err", err)
+			}
 		}
 	}
 	g.clients = client.NewRules(g.hub, client.Options{

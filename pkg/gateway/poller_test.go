@@ -18,11 +18,21 @@ import (
 // reader of a connection (the race detector would see two readers on one
 // frame parser), no panic, no poller error, and everything is released.
 func TestPollerDescriptorReuse(t *testing.T) {
+	for _, writer := range []string{"goroutine", "loop"} {
+		t.Run(writer, func(t *testing.T) {
+			testPollerDescriptorReuse(t, writer)
+		})
+	}
+}
+
+func testPollerDescriptorReuse(t *testing.T, writer string) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the poller is Linux-only")
 	}
 	ns := roomtest.StartNATS(t)
-	g := roomtest.StartGateway(t, roomtest.Config(t, ns.ClientURL()))
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.Queue.Writer = writer
+	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, ns)
 	baseline := roomtest.Goroutines()
 
