@@ -244,7 +244,7 @@ func (w *wsConn) frame(op byte, payload []byte) error {
 			code = int(payload[0])<<8 | int(payload[1])
 			answer = websocket.FormatCloseMessage(code, "")
 		}
-		if len(payload) == 1 || len(payload) >= 2 && !validCloseCode(code) {
+		if len(payload) == 1 || len(payload) >= 2 && !wsread.ValidCloseCode(code) {
 			code = websocket.CloseProtocolError
 			answer = websocket.FormatCloseMessage(code, "")
 		}
@@ -558,14 +558,3 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, erro
 
 // handshakeTimeout bounds writing the handshake's answer.
 const handshakeTimeout = 10 * time.Second
-
-// validCloseCode: the codes a peer may send (RFC 6455 §7.4).
-func validCloseCode(c int) bool {
-	switch {
-	case c >= 1000 && c <= 1003, c >= 1007 && c <= 1014:
-		return true
-	case c >= 3000 && c <= 4999:
-		return true
-	}
-	return false
-}

@@ -397,7 +397,7 @@ func (s *Session) frame(op byte, payload []byte) error {
 		if len(payload) >= 2 {
 			code = int(payload[0])<<8 | int(payload[1])
 		}
-		if len(payload) == 1 || !validCloseCode(code) {
+		if len(payload) == 1 || !wsread.ValidCloseCode(code) {
 			code = protocol.CloseProtocolError
 		}
 		_ = s.writeControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Second)
@@ -416,17 +416,6 @@ func (s *Session) writeControl(op int, payload []byte, timeout time.Duration) er
 		return nil
 	}
 	return s.conn.WriteControl(op, payload, s.controlDeadline(timeout))
-}
-
-// validCloseCode: the codes a peer may send (RFC 6455 §7.4).
-func validCloseCode(c int) bool {
-	switch {
-	case c >= 1000 && c <= 1003, c >= 1007 && c <= 1014:
-		return true
-	case c >= 3000 && c <= 4999:
-		return true
-	}
-	return false
 }
 
 // beat is the heartbeat: ping, then pong_timeout later check that the

@@ -218,3 +218,15 @@ func inflate(p []byte, limit int) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// ValidCloseCode reports whether a peer may send close code c (RFC 6455
+// §7.4); a close frame with another code is answered with 1002.
+func ValidCloseCode(c int) bool {
+	switch {
+	case c >= 1000 && c <= 1003, c >= 1007 && c <= 1014:
+		return true
+	case c >= 3000 && c <= 4999:
+		return true
+	}
+	return false
+}
