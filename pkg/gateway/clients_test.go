@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -295,19 +293,7 @@ func TestTooSlowClientIsDisconnected(t *testing.T) {
 // and never reads from it.
 func dialSmallBuffer(t *testing.T, addr string) *websocket.Conn {
 	t.Helper()
-	d := websocket.Dialer{NetDial: func(network, a string) (net.Conn, error) {
-		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}}
-		return nd.Dial(network, a)
-	}}
+	d := websocket.Dialer{NetDial: dialSmallRcvBuf}
 	conn, _, err := d.Dial("ws://"+addr+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -107,18 +106,7 @@ func TestCompressedWriteToStalledClient(t *testing.T) {
 	nc := roomtest.Connect(t, ns)
 
 	// Compression negotiated, a tiny receive buffer, and never read.
-	d := websocket.Dialer{EnableCompression: true, NetDial: func(network, addr string) (net.Conn, error) {
-		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}}
-		return nd.Dial(network, addr)
-	}}
+	d := websocket.Dialer{EnableCompression: true, NetDial: dialSmallRcvBuf}
 	conn, resp, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -356,18 +354,7 @@ func TestResumeToStalledClient(t *testing.T) {
 	}
 
 	// A tiny receive buffer, and never a read after the handshake.
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}}
-		return nd.Dial(network, addr)
-	}}
+	d := websocket.Dialer{NetDial: dialSmallRcvBuf}
 	conn, _, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
