@@ -73,9 +73,18 @@ func expectChain(t *testing.T, c *roomtest.Client, want []uint64, prev0 uint64, 
 // flagged missed. Queues are the smallest config allows: a replay pushed
 // like live traffic would be conflated or overflow.
 func TestResumeTable(t *testing.T) {
+	// Both writers: the loop writer pages a replay from its write loop,
+	// which the smallest queues exercise at every page.
+	for _, writer := range []string{"goroutine", "loop"} {
+		t.Run(writer, func(t *testing.T) { resumeTable(t, writer) })
+	}
+}
+
+func resumeTable(t *testing.T, writer string) {
 	ns := roomtest.StartNATS(t)
 	nc := roomtest.Connect(t, ns)
 	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.Queue.Writer = writer
 	cfg.History.Depth = 100
 	cfg.History.Memory = 100
 	smallestQueues(&cfg)

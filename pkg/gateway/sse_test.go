@@ -389,3 +389,78 @@ func dialSocketIO(t testing.TB, g *gateway.Gateway) *websocket.Conn {
 	_ = ws.SetReadDeadline(time.Time{})
 	return ws
 }
+
+// TestSSEStalledClient: a stream whose client stops reading (a tiny
+// receive buffer, never a read) while 32 KiB updates flow is ended within
+// write_timeout of its writes stalling and leaves its room; a stream
+// beside it gets every update it is sent, in order, meanwhile.
+func TestSSEStalledClient(t *testing.T) {
+	t.Parallel()
+	ns := roomtest.StartNATS(t)
+	nc := roomtest.Connect(t, ns)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.WriteTimeout = time.Second
+	g := roomtest.StartGateway(t, cfg)
+
+	stalled, err := dialSmallRcvBuf("tcp", g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stalled.Close() })
+	if _, err := fmt.Fprintf(stalled, "GET /sse?rooms=sales HTTP/1.1\r\nHost: %s\r\n\r\n", g.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	reader, resp := openSSE(t, g, "rooms=sales", nil)
+	if reader == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	reader.expect(t, "joined")
+	roomtest.Eventually(t, 5*time.Second, func() error {
+		if n := g.Hub().Members("sales"); n != 2 {
+			return fmt.Errorf("%d members", n)
+		}
+		return nil
+	})
+
+	pad := strings.Repeat("x", 32<<10)
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	go func() {
+		i := 0
+		defer func() { published <- i }()
+		for ; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = nc.Publish(salesSubject, fmt.Appendf(nil, `{"n":%d,"pad":%q}`, i, pad))
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	last := -1
+	deadline := time.Now().Add(20 * time.Second)
+	for g.Hub().Members("sales") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled stream was never ended")
+		}
+		ev, err := reader.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("the reading stream: %v", err)
+		}
+		var u struct{ N int }
+		if ev.msg.Op != "update" || json.Unmarshal(ev.msg.Data, &u) != nil {
+			continue
+		}
+		if u.N <= last {
+			t.Fatalf("the reading stream: update %d after %d", u.N, last)
+		}
+		last = u.N
+	}
+	close(stop)
+	n := <-published
+	t.Logf("%d updates of 32 KiB published; the reading stream's last was %d", n, last)
+	if metric(t, g, "roomcast_connections") != 1 {
+		t.Fatalf("%v connections, want the reading stream only", metric(t, g, "roomcast_connections"))
+	}
+}
