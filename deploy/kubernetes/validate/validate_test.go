@@ -1,8 +1,8 @@
 // Package validate checks the Kubernetes manifests of deploy/kubernetes
 // offline: every document decodes strictly (unknown or duplicate fields
 // are errors) into the Kubernetes API types of its kind, and the pieces
-// fit together (selectors, Service ports, Ingress backends, the ConfigMap,
-// probes and grace periods). It is its own Go module so that the
+// fit together (selectors, Service ports, Ingress backends, the
+// NetworkPolicy, the ConfigMap, probes and grace periods). It is its own Go module so that the
 // Kubernetes API packages stay out of roomcast's dependencies; .ci/run runs
 // it with `go test` in this directory.
 package validate
@@ -59,6 +59,7 @@ type manifests struct {
 	ingresses   map[string]*networkingv1.Ingress
 	namespaces  map[string]*corev1.Namespace
 	configMaps  map[string]*corev1.ConfigMap
+	policies    map[string]*networkingv1.NetworkPolicy
 }
 
 func readKustomization(t *testing.T) kustomization {
@@ -86,7 +87,7 @@ func load(t *testing.T) manifests {
 		deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{},
 		ingresses: map[string]*networkingv1.Ingress{}, namespaces: map[string]*corev1.Namespace{},
-		configMaps: map[string]*corev1.ConfigMap{},
+		configMaps: map[string]*corev1.ConfigMap{}, policies: map[string]*networkingv1.NetworkPolicy{},
 	}
 	for _, file := range k.Resources {
 		b, err := os.ReadFile(filepath.Join(dir, file))
@@ -116,6 +117,9 @@ func load(t *testing.T) manifests {
 			case "networking.k8s.io/v1 Ingress":
 				o := &networkingv1.Ingress{}
 				obj, m.ingresses = o, put(m.ingresses, o, doc, where, t)
+			case "networking.k8s.io/v1 NetworkPolicy":
+				o := &networkingv1.NetworkPolicy{}
+				obj, m.policies = o, put(m.policies, o, doc, where, t)
 			case "v1 Namespace":
 				o := &corev1.Namespace{}
 				obj, m.namespaces = o, put(m.namespaces, o, doc, where, t)
@@ -350,6 +354,8 @@ func TestManifestsFitTogether(t *testing.T) {
 		t.Errorf("ingresses route / %v and /socket.io/ %v; want both", root, socketio)
 	}
 
+	checkNetworkPolicy(t, m, gw)
+
 	rooms := map[string]bool{}
 	for _, d := range m.deployments {
 		c := d.Spec.Template.Spec.Containers[0]
@@ -365,6 +371,69 @@ func TestManifestsFitTogether(t *testing.T) {
 	}
 	if !rooms["sales"] || !rooms["visitors"] {
 		t.Errorf("producer deployments for rooms %v; want sales and visitors", rooms)
+	}
+}
+
+// checkNetworkPolicy: the gateways believe X-Forwarded-For from any peer
+// in trusted_proxies, a pod range, so exactly one NetworkPolicy must
+// select them and admit their HTTP port only from a namespace selected by
+// label (the ingress controller's), never from everyone; its ports name
+// ports of the gateway container, and the port Prometheus scrapes stays
+// reachable.
+func checkNetworkPolicy(t *testing.T, m manifests, gw *appsv1.Deployment) {
+	t.Helper()
+	gwLabels := labels.Set(gw.Spec.Template.Labels)
+	c := gw.Spec.Template.Spec.Containers[0]
+	var selecting []*networkingv1.NetworkPolicy
+	for name, np := range m.policies {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil {
+			t.Fatalf("networkpolicy %s: %v", name, err)
+		}
+		if sel.Empty() || !sel.Matches(gwLabels) {
+			t.Errorf("networkpolicy %s does not select the gateway pods (and only pods like them)", name)
+			continue
+		}
+		selecting = append(selecting, np)
+	}
+	if len(selecting) != 1 {
+		t.Fatalf("%d NetworkPolicies select the gateways, want 1", len(selecting))
+	}
+	np := selecting[0]
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("networkpolicy %s: policyTypes %v lack Ingress", np.Name, np.Spec.PolicyTypes)
+	}
+	admitted := map[string]bool{} // container port names
+	for i, rule := range np.Spec.Ingress {
+		if len(rule.Ports) == 0 {
+			t.Errorf("networkpolicy %s rule %d admits every port", np.Name, i+1)
+		}
+		if len(rule.From) == 0 {
+			t.Errorf("networkpolicy %s rule %d admits every peer", np.Name, i+1)
+		}
+		for _, peer := range rule.From {
+			if peer.IPBlock != nil || peer.NamespaceSelector == nil || len(peer.NamespaceSelector.MatchLabels)+len(peer.NamespaceSelector.MatchExpressions) == 0 {
+				t.Errorf("networkpolicy %s rule %d: peer %+v is not a namespace chosen by label", np.Name, i+1, peer)
+			}
+		}
+		for _, p := range rule.Ports {
+			if p.Port == nil || !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.Port.String() }) {
+				t.Errorf("networkpolicy %s rule %d: port %v is not a named port of the gateway container", np.Name, i+1, p.Port)
+				continue
+			}
+			admitted[p.Port.String()] = true
+		}
+	}
+	for _, p := range m.services["roomcast-gateway"].Spec.Ports {
+		if !admitted[p.TargetPort.String()] {
+			t.Errorf("networkpolicy %s does not admit the Service's target port %s: the ingress could not reach the gateways", np.Name, p.TargetPort.String())
+		}
+	}
+	if scrape := gw.Spec.Template.Annotations["prometheus.io/port"]; scrape != "" {
+		i := slices.IndexFunc(c.Ports, func(cp corev1.ContainerPort) bool { return fmt.Sprint(cp.ContainerPort) == scrape })
+		if i < 0 || !admitted[c.Ports[i].Name] {
+			t.Errorf("networkpolicy %s does not admit the scraped port %s", np.Name, scrape)
+		}
 	}
 }
 
