@@ -343,6 +343,15 @@ func (c *Conn) receive(p Packet) error {
 	case Message:
 		c.recvMu.Lock()
 		defer c.recvMu.Unlock()
+		// done, not only ended: ended is set by closeHandler's goroutine,
+		// which may not have run yet when a message closed the session,
+		// and the rest of that POST (a thousand CONNECTs, say) must not
+		// reach the handler after it.
+		select {
+		case <-c.done:
+			return errClosed
+		default:
+		}
 		if c.ended {
 			return errClosed
 		}

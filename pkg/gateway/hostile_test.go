@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -78,6 +79,10 @@ func TestHostileConnections(t *testing.T) {
 	cfg.IdleTimeout = 30 * time.Second // idle attackers stay for the count
 	cfg.HandshakeTimeout = time.Second
 	cfg.Compression.Enabled = true // the deflate bomb needs it negotiated
+	// Room for a POST of 1,000 CONNECTs that each carry a real token
+	// (about 220 KB): the default socketio.max_payload (100 KB) would
+	// refuse it with 413 before the command budget is tried.
+	cfg.SocketIO.MaxPayload = 512 << 10
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, ns)
 	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
@@ -171,6 +176,55 @@ func TestHostileConnections(t *testing.T) {
 			took := servedWithin(t, g, nc, "127.0.0.1", good, "same address", time.Second)
 			t.Logf("/ws client from the attacking address served in %v", took)
 		}},
+		{"one long-polling POST of 1,000 CONNECTs, each with a token: CONNECT_ERROR rate_limited past the budget, then the session is closed", func(t *testing.T) {
+			hc := &http.Client{Timeout: 5 * time.Second}
+			defer hc.CloseIdleConnections()
+			base := "http://" + addr + "/socket.io/?EIO=4&transport=polling"
+			resp, err := hc.Get(base + "&token=" + good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var open struct{ SID string }
+			if resp.StatusCode != 200 || len(b) < 2 || json.Unmarshal(b[1:], &open) != nil || open.SID == "" {
+				t.Fatalf("handshake: %d %q", resp.StatusCode, b)
+			}
+			session := base + "&sid=" + open.SID
+			connects := make([]string, 1000)
+			for i := range connects {
+				connects[i] = `40{"token":"` + good + `"}`
+			}
+			before := metric(t, g, "roomcast_client_errors_total")
+			resp, err = hc.Post(session, "text/plain;charset=UTF-8", strings.NewReader(strings.Join(connects, "\x1e")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("POST: %d", resp.StatusCode)
+			}
+			// The first command_burst (50) CONNECTs are served, the next
+			// 50 get CONNECT_ERROR rate_limited, and the one after closes
+			// the session (event flood): the rest are never read, so at
+			// most about 50 tokens were verified, not 1,000.
+			refused := metric(t, g, "roomcast_client_errors_total") - before
+			if refused < 1 || refused > 100 {
+				t.Errorf("roomcast_client_errors_total rose by %v, want about command_burst (50) rate_limited", refused)
+			}
+			roomtest.Eventually(t, 5*time.Second, func() error {
+				resp, err := hc.Get(session)
+				if err != nil {
+					return err
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "Session ID unknown") {
+					return fmt.Errorf("poll after the flood: %d %q, want the session closed (400 Session ID unknown)", resp.StatusCode, b)
+				}
+				return nil
+			})
+		}},
 		{"DNS rebinding: Host and Origin of another domain get 403 before the origin check", func(t *testing.T) {
 			evil := "evil.example:" + portOf(addr)
 			before := metric(t, g, "roomcast_hosts_refused_total")
@@ -230,6 +284,32 @@ func TestHostileConnections(t *testing.T) {
 					t.Fatalf("%s: IPv6 client in another /64: %d", name, got)
 				}
 			}
+			// A client that connects directly from an address inside
+			// trusted_proxies cannot be told from the balancer: its own
+			// X-Forwarded-For is believed, as docs/security.md says (the
+			// operator lists only the balancer there, and the Kubernetes
+			// NetworkPolicy lets nothing else reach the gateways). Here
+			// 127.0.0.1 is trusted and dials directly with a new forged
+			// address each time: past max_connections_per_ip (2), all
+			// accepted.
+			cfg := roomtest.Config(t, ns.ClientURL())
+			cfg.TrustedProxies = []string{"127.0.0.0/8"}
+			cfg.Limits.MaxConnectionsPerIP = 2
+			pg := roomtest.StartGateway(t, cfg)
+			for i := range 3 {
+				_, resp, err := roomtest.DialURL(t, "ws://"+pg.Addr().String()+"/ws", http.Header{"X-Forwarded-For": {fmt.Sprintf("203.0.113.%d", i+1)}}, nil)
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					t.Fatalf("direct client in trusted_proxies, forged address %d: %v %v, want 101 (believed, as documented)", i+1, resp, err)
+				}
+			}
+			// What is counted is the forged address: claiming the first
+			// one twice more fills its budget.
+			for i, want := range []int{101, 429} {
+				_, resp, _ := roomtest.DialURL(t, "ws://"+pg.Addr().String()+"/ws", http.Header{"X-Forwarded-For": {"203.0.113.1"}}, nil)
+				if resp == nil || resp.StatusCode != want {
+					t.Fatalf("forged 203.0.113.1, connection %d: %v, want %d", i+2, resp, want)
+				}
+			}
 		}},
 		{"permessage-deflate bomb: 10 MiB of zeros in one compressed frame, close 1009", func(t *testing.T) {
 			c, _, err := roomtest.DialURL(t, "ws://"+addr+"/ws?token="+good, nil, &websocket.Dialer{EnableCompression: true})
@@ -237,6 +317,29 @@ func TestHostileConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = c.Conn.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("0", 10<<20)))
+			if code := c.ExpectClose(5 * time.Second); code != websocket.CloseMessageTooBig {
+				t.Fatalf("close code %d, want 1009", code)
+			}
+		}},
+		{"permessage-deflate bomb, fragmented: 10 MiB of zeros as one compressed message over many frames, close 1009", func(t *testing.T) {
+			// A 512-byte write buffer makes the compressed stream (about
+			// 10 KB) go out as some twenty frames of one message.
+			c, _, err := roomtest.DialURL(t, "ws://"+addr+"/ws?token="+good, nil, &websocket.Dialer{EnableCompression: true, WriteBufferSize: 512})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			w, err := c.Conn.NextWriter(websocket.TextMessage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := strings.Repeat("0", 64<<10)
+			for range (10 << 20) / len(chunk) {
+				if _, err := io.WriteString(w, chunk); err != nil {
+					break // the gateway closed the connection mid-message
+				}
+			}
+			_ = w.Close()
 			if code := c.ExpectClose(5 * time.Second); code != websocket.CloseMessageTooBig {
 				t.Fatalf("close code %d, want 1009", code)
 			}
