@@ -583,7 +583,15 @@ func TestEmbeddedStorePerProcess(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "nats.embedded.store_dir") || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("error %q does not name nats.embedded.store_dir", err)
 	}
-	// Once the first stops, the directory (and its history) is free.
+	// An update stored before the first stops...
+	nc, err := nats.Connect(g.Embedded().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := publish(t, nc, "restart", `{"kept":true}`)
+	nc.Close()
+	// ...once it stops, the directory is free, and the next gateway on it
+	// has the room's history.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := g.Shutdown(ctx); err != nil {
@@ -593,7 +601,21 @@ func TestEmbeddedStorePerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the store was not freed: %v", err)
 	}
-	g2.Abort()
+	defer g2.Abort()
+	roomtest.Eventually(t, 10*time.Second, func() error {
+		if ok, why := g2.Ready(); !ok {
+			return fmt.Errorf("second gateway not ready: %s", why)
+		}
+		return nil
+	})
+	c := roomtest.Dial(t, g2)
+	c.Join("restart")
+	if m := c.Expect("update"); m.Seq != seq || string(m.Data) != `{"kept":true}` {
+		t.Fatalf("after the restart, room restart has seq %d %s, want seq %d {\"kept\":true}", m.Seq, m.Data, seq)
+	}
+	nc2 := roomtest.Connect(t, g2.Embedded())
+	took := servedWithin(t, g2, nc2, witnessAddr, "", "after the restart", time.Second)
+	t.Logf("witness served in %v by the gateway on the freed store", took)
 
 	// A temporary store goes with its gateway.
 	cfg3 := roomtest.Config(t, "")
@@ -665,4 +687,12 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 			t.Fatalf("%s could subscribe to the rooms", name)
 		}
 	}
+	// An authorised client is still served.
+	nc, err := nats.Connect(url, nats.UserInfo(demo.User, demo.Password), nats.CustomInboxPrefix(demo.InboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	took := servedWithin(t, g, nc, witnessAddr, good, "after the refused NATS clients", time.Second)
+	t.Logf("witness served in %v", took)
 }
