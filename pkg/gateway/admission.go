@@ -142,20 +142,29 @@ func (a *admission) hostAllowed(hostport string) bool {
 	if hostport == "" || a.hosts["*"] {
 		return true
 	}
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	host := hostName(hostport)
 	if _, err := netip.ParseAddr(host); err == nil {
 		return true
 	}
 	return a.hosts[host] || strings.HasSuffix(host, ".localhost")
 }
 
+// hostName is a Host header's name as allowed_hosts lists it: without
+// the port or brackets, lower case, no trailing dot.
+func hostName(hostport string) string {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+}
+
 // hostRefused logs a refused host the first time it is seen (up to
-// maxHostsLogged of them), naming the key that would serve it.
-func (a *admission) hostRefused(host string) {
+// maxHostsLogged of them), naming the key that would serve it. The host
+// is remembered by name, as allowed_hosts takes it, so the same name on
+// another port or in other case is not logged again.
+func (a *admission) hostRefused(hostport string) {
+	host := hostName(hostport)
 	if a.nLogged.Load() >= maxHostsLogged {
 		return
 	}

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -695,4 +697,52 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	defer nc.Close()
 	took := servedWithin(t, g, nc, witnessAddr, good, "after the refused NATS clients", time.Second)
 	t.Logf("witness served in %v", took)
+}
+
+// warnRecorder keeps the messages of the warnings logged.
+type warnRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *warnRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *warnRecorder) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.mu.Lock()
+		h.msgs = append(h.msgs, r.Message)
+		h.mu.Unlock()
+	}
+	return nil
+}
+func (h *warnRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnRecorder) WithGroup(string) slog.Handler      { return h }
+
+// TestRefusedHostLoggedOnce: a refused host is logged once, naming the key
+// to set, however often it comes back and on whatever port (allowed_hosts
+// takes names without a port).
+func TestRefusedHostLoggedOnce(t *testing.T) {
+	t.Parallel()
+	h := &warnRecorder{}
+	g, err := gateway.Start(roomtest.Config(t, ""), gateway.Options{Log: slog.New(h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Abort()
+	addr := g.Addr().String()
+	for _, host := range []string{"evil.example:" + portOf(addr), "evil.example:" + portOf(addr), "EVIL.example:1"} {
+		if code, _ := getHost(t, "http://"+addr+"/", host); code != http.StatusForbidden {
+			t.Fatalf("host %s: %d, want 403", host, code)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var refused []string
+	for _, m := range h.msgs {
+		if strings.Contains(m, "Host") {
+			refused = append(refused, m)
+		}
+	}
+	if len(refused) != 1 || !strings.Contains(refused[0], "allowed_hosts") {
+		t.Fatalf("warnings about the refused host: %q, want one naming allowed_hosts", refused)
+	}
 }
