@@ -31,7 +31,7 @@ import (
 // machine without hiding anything.
 const promRate = "10s"
 
-// corePanels must return a number (not empty, not NaN) once clients have
+// corePanels must return a number (not empty, not NaN, not ±Inf) once clients have
 // come and gone and a gateway has drained: connections, deliveries,
 // latency, NATS state, readiness, disconnects by code. Every other panel
 // must return data too, except those of producers, which this test does
@@ -168,8 +168,8 @@ func TestPrometheusDashboard(t *testing.T) {
 			switch {
 			case len(v) == 0:
 				t.Errorf("panel %q is empty: %s", e.panel, e.raw)
-			case slices.Contains(corePanels, e.panel) && !slices.ContainsFunc(v, func(s sample) bool { return !math.IsNaN(s.value()) }):
-				t.Errorf("core panel %q is NaN: %s", e.panel, e.raw)
+			case slices.Contains(corePanels, e.panel) && !slices.ContainsFunc(v, func(s sample) bool { return finite(s.value()) }):
+				t.Errorf("core panel %q is NaN or infinite: %s", e.panel, e.raw)
 			}
 		}
 	}
@@ -208,12 +208,23 @@ func TestPrometheusDashboard(t *testing.T) {
 	expectSeries(`sum(increase(roomcast_replay_age_seconds_count`+window+`))`, afterDrain, positive,
 		"snapshots and replays are not observed apart")
 	one := func(f float64) bool { return f == 1 }
+	// 0 (limits.max_connections 0, automatic, exported as such) made
+	// "Busiest gateway, of max_connections" +Inf.
+	expectSeries(`min(roomcast_max_connections)`, afterDrain, positive, "the connection limit must be the one enforced, > 0")
+	// Live updates reach clients in milliseconds; the snapshots the
+	// churning clients get on join are 0-1 s old (sales, published every
+	// second) and would show here if they leaked into the live series. The
+	// dashboard's p99 at every second of the last 10 s of churn.
+	expectSeries(`max_over_time(histogram_quantile(0.99, sum by (le) (rate(roomcast_publish_to_send_seconds_bucket[`+promRate+`])))[10s:1s])`,
+		beforeDrain, func(f float64) bool { return f < 0.25 }, "the live publish-to-send p99 is 0.25 s or more: snapshots or replays observed as latency?")
 	expectSeries(`sum(roomcast_ready)`, afterDrain, one, "one gateway is left ready")
 	expectSeries(`sum(up)`, afterDrain, one, "one gateway is left scraped")
 	expectSeries(`max(process_open_fds) / max(process_max_fds)`, afterDrain, positive, "no process collector")
 	expectSeries(`max(go_goroutines)`, afterDrain, positive, "no Go collector")
 	t.Logf("test ran %v", time.Since(began).Round(time.Second))
 }
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // churn runs clients one after another until ctx ends: each joins a room,
 // reads for a while, sometimes sends an unknown op, and closes with 1000.

@@ -92,6 +92,10 @@ type Gateway struct {
 	sioPerAddr *slots           // Socket.IO sessions per address (socketio.max_sessions_per_ip); nil: no bound
 	eioEcho    *engineio.Server // /engine.io/ in socketio.conformance mode
 
+	// The sessions budget admit enforces: limits.max_connections, or what
+	// 0 (automatic) came to. For roomcast_max_connections.
+	maxSessions int
+
 	history bool          // updates carry seq; snapshot and resume from the stream
 	refresh chan struct{} // capacity 1: NATS reconnected, bring rooms up to date
 
@@ -136,6 +140,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 	}
 	log.Info("connection budget", "open_file_limit", budget.fds, "reserved_fds", cfg.Limits.ReservedFDs,
 		"max_tcp_connections", budget.tcp, "max_connections", budget.sessions)
+	g.maxSessions = budget.sessions
 	started := false
 	defer func() {
 		if !started {
@@ -266,7 +271,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
-	if g.admit, err = newAdmission(cfg, budget.sessions, log); err != nil {
+	if g.admit, err = newAdmission(cfg, g.maxSessions, log); err != nil {
 		return nil, err
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
@@ -701,4 +702,65 @@ func TestShutdownDeadlineClosesHard(t *testing.T) {
 	}
 	c.Close()
 	roomtest.WaitGoroutines(t, base)
+}
+
+// budgetLog keeps the max_connections of the gateway's "connection
+// budget" log line: the limit admission enforces.
+type budgetLog struct {
+	mu  sync.Mutex
+	max int64 // -1: not logged
+}
+
+func (h *budgetLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *budgetLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *budgetLog) WithGroup(string) slog.Handler            { return h }
+func (h *budgetLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "connection budget" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "max_connections" {
+			h.mu.Lock()
+			h.max = a.Value.Int64()
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// TestMaxConnectionsGauge: roomcast_max_connections is the limit the
+// gateway enforces, also with limits.max_connections 0 (automatic, the
+// shipped default), where it used to read 0 and made the dashboard's
+// connections/limit +Inf.
+func TestMaxConnectionsGauge(t *testing.T) {
+	t.Parallel()
+	for _, configured := range []int{0, 3} {
+		t.Run(fmt.Sprint("max_connections=", configured), func(t *testing.T) {
+			cfg := roomtest.Config(t, "")
+			cfg.Limits.MaxConnections = configured
+			h := &budgetLog{max: -1}
+			g, err := gateway.Start(cfg, gateway.Options{Log: slog.New(h)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = g.Shutdown(ctx)
+			})
+			h.mu.Lock()
+			enforced := h.max
+			h.mu.Unlock()
+			if enforced <= 0 {
+				t.Fatalf("connection budget logged max_connections %d", enforced)
+			}
+			if configured != 0 && enforced != int64(configured) {
+				t.Fatalf("enforced %d, configured %d", enforced, configured)
+			}
+			if v := metric(t, g, "roomcast_max_connections"); v <= 0 || v != float64(enforced) {
+				t.Fatalf("roomcast_max_connections = %v, want the enforced limit %d", v, enforced)
+			}
+		})
+	}
 }

@@ -65,10 +65,12 @@ func (g *Gateway) registerGauges() {
 			return float64(g.nc.Stats().Reconnects)
 		}),
 		// Constant: lets a dashboard draw connections against the limit,
-		// which differs between deployments.
+		// which differs between deployments. The limit enforced, not the
+		// configured one: limits.max_connections 0 means automatic, and a
+		// 0 here would make connections/limit +Inf.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "roomcast_max_connections", Help: "limits.max_connections of this gateway: connections (WebSocket and Socket.IO) beyond it are refused with 503."}, func() float64 {
-			return float64(g.cfg.Limits.MaxConnections)
+			Name: "roomcast_max_connections", Help: "Connections (WebSocket and Socket.IO) this gateway admits; beyond it they are refused with 503. limits.max_connections, or with 0 (automatic) what the open-file limit allows, at most 20000."}, func() float64 {
+			return float64(g.maxSessions)
 		}),
 		// For soak runs (the load tool's W5): goroutines must stay flat.
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -96,7 +96,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_auth_failures_total", Help: "Requests refused with 401 (WebSocket handshakes and /api/rooms), by reason."}, []string{"reason"}),
 		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomcast_connections_refused_total", Help: "WebSocket handshakes refused before the upgrade, by reason (origin, max_connections, max_connections_per_ip, draining, bad_handshake); auth failures are in roomcast_auth_failures_total."}, []string{"reason"}),
+			Name: "roomcast_connections_refused_total", Help: "WebSocket handshakes refused before the upgrade, by reason (origin, max_connections, max_connections_per_ip, draining, bad_handshake, socketio_pending, socketio_pending_per_ip); auth failures are in roomcast_auth_failures_total."}, []string{"reason"}),
 		TokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_tokens_expired_total", Help: "Open connections closed with 4001 because their token expired."}),
 		CompressedMessages: prometheus.NewCounter(prometheus.CounterOpts{
@@ -211,7 +211,10 @@ func (m *Metrics) initLabels() {
 	for _, c := range clientCodes {
 		m.Disconnects.WithLabelValues(strconv.Itoa(c), ByClient)
 	}
+	// Disconnected files a code outside the lists under "other", for
+	// either side.
 	m.Disconnects.WithLabelValues("other", ByClient)
+	m.Disconnects.WithLabelValues("other", ByServer)
 	for _, r := range []string{"too_large", "not_utf8", "not_object", "invalid_json"} {
 		m.UpdatesDropped.WithLabelValues(r)
 	}
@@ -232,4 +235,7 @@ func (m *Metrics) initLabels() {
 }
 
 // refusedReasons are the label values of roomcast_connections_refused_total.
-var refusedReasons = []string{"origin", "max_connections", "max_connections_per_ip", "draining", "bad_handshake"}
+// socketio_pending and socketio_pending_per_ip: Socket.IO sessions
+// without a token yet, past the pending pool (pkg/gateway/sioslot.go).
+var refusedReasons = []string{"origin", "max_connections", "max_connections_per_ip", "draining", "bad_handshake",
+	"socketio_pending", "socketio_pending_per_ip"}

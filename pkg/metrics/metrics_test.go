@@ -23,11 +23,21 @@ func TestObserveSentKeepsReplaysApart(t *testing.T) {
 		msg.Replay = true
 		return msg
 	}
-	// A frame with a snapshot 30 s old and two live updates 2 and 5 ms
-	// old: latency 5 ms, replay age 30 s.
+	snapshot := func(ts int64) outbox.Message {
+		msg := live(ts)
+		msg.Snapshot = true
+		return msg
+	}
+	// A frame with an update replayed 30 s old and two live updates 2 and
+	// 5 ms old: latency 5 ms, replay age 30 s.
 	m.ObserveSent(now, []outbox.Message{replay(now.UnixMilli() - 30_000), live(now.UnixMilli() - 2), live(now.UnixMilli() - 5), {Reply: &outbox.Reply{Kind: outbox.Left}}})
 	// A reply alone: nothing observed.
 	m.ObserveSent(now, []outbox.Message{{Reply: &outbox.Reply{Kind: outbox.Joined, Room: "r"}}})
+	// A joiner's snapshot 10 s old after its joined reply, and a live
+	// update 3 ms old: latency 3 ms, age 10 s.
+	m.ObserveSent(now, []outbox.Message{{Reply: &outbox.Reply{Kind: outbox.Joined, Room: "r"}}, snapshot(now.UnixMilli() - 10_000), live(now.UnixMilli() - 3)})
+	// A snapshot alone, 1 s old: age only.
+	m.ObserveSent(now, []outbox.Message{snapshot(now.UnixMilli() - 1_000)})
 	check := func(h prometheus.Histogram, count uint64, sum float64) {
 		t.Helper()
 		var pb dto.Metric
@@ -38,8 +48,8 @@ func TestObserveSentKeepsReplaysApart(t *testing.T) {
 			t.Errorf("%s: count %d sum %v, want %d and %v", h.Desc(), got.GetSampleCount(), got.GetSampleSum(), count, sum)
 		}
 	}
-	check(m.PublishToSend, 1, 0.005)
-	check(m.ReplayAge, 1, 30)
+	check(m.PublishToSend, 2, 0.005+0.003)
+	check(m.ReplayAge, 3, 30+10+1)
 }
 
 func TestDisconnectedBoundsLabels(t *testing.T) {
