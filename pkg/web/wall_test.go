@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -363,6 +364,21 @@ func TestPage4K(t *testing.T) {
 	}
 	// Canvas text (chart axes, the gauge, the donut's centre) is not in
 	// the DOM: each canvas says the size of its smallest text.
+	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.card canvas')].every(c => c.dataset.fontPx)`)
+	sizes := roomtest.Eval[[]string](t, b, `[...document.querySelectorAll('.card canvas')].map(c => c.closest('.card').dataset.key + ' ' + c.className + ' ' + (c.dataset.fontPx || 'none'))`)
+	t.Logf("canvas text sizes (key, canvas, px): %q", sizes)
+	kinds := map[string]bool{}
+	for _, s := range sizes {
+		f := strings.Fields(s)
+		px, err := strconv.ParseFloat(f[2], 64)
+		if err != nil || px < 32 {
+			t.Errorf("canvas text under 32 px on a 4K screen (16 px at 1080p): %s", s)
+		}
+		kinds[f[1]] = true
+	}
+	if !kinds["chart"] || !kinds["gauge"] || !kinds["donut"] {
+		t.Errorf("the check saw canvases %q, want charts, a gauge and a donut", sizes)
+	}
 	// The check saw the screen's texts: the cards' labels and values.
 	if n := roomtest.Eval[int](t, b, `document.querySelectorAll('.card .label, .card .value, .card .nm').length`); n < 30 {
 		t.Errorf("only %d texts on the screen", n)
