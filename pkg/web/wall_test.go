@@ -261,7 +261,7 @@ func TestPageNamedScreen(t *testing.T) {
 	cfg.Dashboard.Title = "Ops"
 	cfg.Dashboard.Screens = []config.Screen{{
 		Name: "ops-wall", Title: map[string]any{"zh": "运营大屏", "en": "Ops wall"}, Columns: 3,
-		Panels: []catalog.ScreenPanel{{Room: "visitors"}, {Room: "sales", Metrics: []string{"orders", "sales"}, W: 2}},
+		Panels: []catalog.ScreenPanel{{Room: "visitors", H: 2}, {Room: "sales", Metrics: []string{"orders", "sales"}, W: 2}},
 	}}
 	g := roomtest.StartGateway(t, cfg)
 	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
@@ -285,11 +285,13 @@ func TestPageNamedScreen(t *testing.T) {
 	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.panel')].map(p => p.dataset.room).join() === 'visitors,sales'`)
 	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.panel[data-room="sales"] .card')].map(c => c.dataset.key).join() === 'orders,sales'`)
 	b.WaitJS(t, 20*time.Second, value("sales", "orders")+` && /\d/.test(`+value("sales", "orders")+`)`)
-	// Three columns: visitors takes one, sales two.
+	// Three columns: visitors takes one, sales two; two rows: visitors
+	// takes both, sales one.
 	b.WaitJS(t, 20*time.Second, `(() => {
 		const v = document.querySelector('.panel[data-room="visitors"]').getBoundingClientRect();
 		const s = document.querySelector('.panel[data-room="sales"]').getBoundingClientRect();
-		return v.left < s.left && Math.abs(s.width - 2 * v.width) < 0.1 * s.width && Math.abs(s.top - v.top) < 1;
+		return v.left < s.left && Math.abs(s.width - 2 * v.width) < 0.1 * s.width && Math.abs(s.top - v.top) < 1 &&
+			Math.abs(v.height - 2 * s.height) < 0.1 * v.height;
 	})()`)
 	if shown := roomtest.Eval[bool](t, b, `getComputedStyle(document.querySelector('#toggles')).display !== 'none'`); shown {
 		t.Error("a named screen shows the room toggles")
