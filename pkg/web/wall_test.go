@@ -58,7 +58,15 @@ func TestPageDemoScreen(t *testing.T) {
 			for _, chart := range []string{card("sales", "per_minute"), card("visitors", "online")} {
 				b.WaitJS(t, 10*time.Second, `Number(`+chart+`.querySelector('canvas.chart').dataset.points) >= 60`)
 			}
-			time.Sleep(3 * time.Second) // a few more orders in the feed
+			// The feed is full (from the past --demo publishes first).
+			b.WaitJS(t, 30*time.Second, `[...`+card("sales", "latest")+`.querySelectorAll('.row .vl')].every(e => e.textContent)`)
+			// Its product names are not cut off, even beside amounts of
+			// four or five digits (¥13,799).
+			if cut := roomtest.Eval[[]string](t, b, `[...`+card("sales", "latest")+`.querySelectorAll('.row')]
+				.filter(r => { const n = r.querySelector('.nm'); return n.scrollWidth > n.clientWidth; })
+				.map(r => r.textContent)`); len(cut) > 0 {
+				t.Errorf("names cut off in the latest orders: %q", cut)
+			}
 			b.Screenshot(t, artifact(t, "demo-"+lang+"-1920x1080.png"))
 			noConsoleErrors(t, b)
 		})
