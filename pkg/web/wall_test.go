@@ -183,7 +183,7 @@ func TestPagePanelKinds(t *testing.T) {
 		{"?rooms=kinds", "zh-CN", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#ef4444", "rgb(239, 68, 68)", "甲", "手机"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.query+" "+tt.browserLang, func(t *testing.T) {
+		t.Run(strings.TrimSpace(tt.query+" "+tt.browserLang), func(t *testing.T) {
 			var opts []roomtest.BrowserOption
 			if tt.browserLang != "" {
 				opts = append(opts, roomtest.BrowserLang(tt.browserLang))
