@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,11 +35,29 @@ func chromiumPath() string {
 	return ""
 }
 
+// BrowserOption changes how StartBrowser starts Chromium.
+type BrowserOption func(*browserOptions)
+
+type browserOptions struct {
+	lang string
+}
+
+// BrowserLang starts Chromium in language tag (e.g. "zh-CN"): its UI
+// language and the languages it asks pages in (navigator.language and
+// Accept-Language), as a browser set up in that language would.
+func BrowserLang(tag string) BrowserOption {
+	return func(o *browserOptions) { o.lang = tag }
+}
+
 // StartBrowser starts headless Chromium with a window of w×h. Without
 // Chromium the test is skipped, except in CI (ROOMCAST_CI set), where it
 // fails: .ci/run installs it, and a missing install must not hide.
-func StartBrowser(t testing.TB, w, h int) *Browser {
+func StartBrowser(t testing.TB, w, h int, opts ...BrowserOption) *Browser {
 	t.Helper()
+	var o browserOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	path := chromiumPath()
 	if path == "" {
 		if os.Getenv("ROOMCAST_CI") != "" {
@@ -46,7 +65,7 @@ func StartBrowser(t testing.TB, w, h int) *Browser {
 		}
 		t.Skip("Chromium not found; install the chromium package or set ROOMCAST_CHROMIUM")
 	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+	flags := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -60,7 +79,12 @@ func StartBrowser(t testing.TB, w, h int) *Browser {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-	)
+	}
+	if o.lang != "" {
+		flags = append(flags, chromedp.Flag("lang", o.lang), chromedp.Flag("accept-lang", o.lang),
+			chromedp.Env("LANGUAGE="+strings.ReplaceAll(o.lang, "-", "_"), "LANG="+strings.ReplaceAll(o.lang, "-", "_")+".UTF-8"))
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), flags...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() {
 		cancel()

@@ -191,9 +191,16 @@ func (s *salesDay) reset(now time.Time) {
 		s.byProduct[i] = math.Max(0, v)
 		s.sales += s.byProduct[i]
 	}
+	// Regions and channels split the same sales: noisy weights, scaled so
+	// that the parts add up to the total.
 	split := func(out []float64, parts []part) {
+		sum := 0.0
 		for i, p := range parts {
-			out[i] = s.sales * p.weight * (1 + 0.03*s.rnd.NormFloat64())
+			out[i] = p.weight * math.Max(0.1, 1+0.03*s.rnd.NormFloat64())
+			sum += out[i]
+		}
+		for i := range out {
+			out[i] *= s.sales / sum
 		}
 	}
 	split(s.byRegion, regions)
@@ -246,12 +253,23 @@ func (s *salesDay) Sample(now time.Time) map[string]any {
 		slices.SortStableFunc(out, func(a, b map[string]any) int { return cmp.Compare(b["value"].(float64), a["value"].(float64)) })
 		return out
 	}
+	// The channel shares add up to the sales shown: each part is the
+	// rounded running sum less the one before it, and the last running
+	// sum is the total itself.
+	sales := math.Round(s.sales)
 	shares := make(map[string]any, len(channels))
+	cum, prev := 0.0, 0.0
 	for i, c := range channels {
-		shares[c.key] = math.Round(s.byChannel[i])
+		cum += s.byChannel[i]
+		next := math.Min(sales, math.Round(cum))
+		if i == len(channels)-1 {
+			next = sales
+		}
+		shares[c.key] = math.Max(0, next-prev)
+		prev = math.Max(prev, next)
 	}
 	return map[string]any{
-		"sales":      math.Round(s.sales),
+		"sales":      sales,
 		"sales_lw":   math.Round(expected * ordersPerPeakMinute * avgOrder() * lastWeekRatio),
 		"orders":     s.orders,
 		"orders_yd":  math.Round(expected * ordersPerPeakMinute * yesterdayRatio),

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -101,7 +100,7 @@ func TestPageShowsLiveRooms(t *testing.T) {
 	// The charts have drawn points.
 	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="sales"] .card[data-key="per_minute"] canvas.chart').dataset.points) >= 3`)
 	b.WaitJS(t, 20*time.Second, `Number(document.querySelector('.panel[data-room="visitors"] .card[data-key="online"] canvas.chart').dataset.points) >= 3`)
-	b.Screenshot(t, filepath.Join(t.ArtifactDir(), "dashboard-1920x1080.png"))
+	b.Screenshot(t, artifact(t, "dashboard-1920x1080.png"))
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
 	}
@@ -201,7 +200,7 @@ func TestPageNewRoomAppears(t *testing.T) {
 	b.WaitJS(t, 20*time.Second, `document.querySelector('.panel[data-room="sales_cn"] .card[data-key="sales"] .label').textContent === '销售额'`)
 	b.WaitJS(t, 20*time.Second, `document.querySelector('.panel[data-room="sales_cn"] .card[data-key="sales"] .unit').textContent === '元'`)
 	b.WaitJS(t, 20*time.Second, value("sales_cn", "sales")+` && /\d/.test(`+value("sales_cn", "sales")+`)`)
-	b.Screenshot(t, filepath.Join(t.ArtifactDir(), "new-room-zh.png"))
+	b.Screenshot(t, artifact(t, "new-room-zh.png"))
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
 	}
@@ -216,7 +215,7 @@ func TestPageKioskAndLanguage(t *testing.T) {
 	}
 	b.WaitJS(t, 20*time.Second, `(() => { const t = document.querySelector('#toggles'); return !t || t.offsetParent === null || getComputedStyle(t).visibility === 'hidden' })()`)
 	b.WaitJS(t, 20*time.Second, value("sales", "sales")+` && /\d/.test(`+value("sales", "sales")+`)`)
-	b.Screenshot(t, filepath.Join(t.ArtifactDir(), "kiosk-zh.png"))
+	b.Screenshot(t, artifact(t, "kiosk-zh.png"))
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
 	}

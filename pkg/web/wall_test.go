@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,15 @@ func TestPageDemoScreen(t *testing.T) {
 			for _, chart := range []string{card("sales", "per_minute"), card("visitors", "online")} {
 				b.WaitJS(t, 10*time.Second, `Number(`+chart+`.querySelector('canvas.chart').dataset.points) >= 60`)
 			}
-			time.Sleep(3 * time.Second) // a few more orders in the feed
+			// The feed is full (from the past --demo publishes first).
+			b.WaitJS(t, 30*time.Second, `[...`+card("sales", "latest")+`.querySelectorAll('.row .vl')].every(e => e.textContent)`)
+			// Its product names are not cut off, even beside amounts of
+			// four or five digits (¥13,799).
+			if cut := roomtest.Eval[[]string](t, b, `[...`+card("sales", "latest")+`.querySelectorAll('.row')]
+				.filter(r => { const n = r.querySelector('.nm'); return n.scrollWidth > n.clientWidth; })
+				.map(r => r.textContent)`); len(cut) > 0 {
+				t.Errorf("names cut off in the latest orders: %q", cut)
+			}
 			b.Screenshot(t, artifact(t, "demo-"+lang+"-1920x1080.png"))
 			noConsoleErrors(t, b)
 		})
@@ -100,8 +109,10 @@ const kindsEntry = `{"room":"kinds","title":{"zh":"测试大屏","en":"Kinds"},"
 
 // startKinds starts a gateway with the kinds room announced and updated
 // every 200 ms: n grows by 100 from 12,000 (so it passes its threshold and
-// its base n_lw = 10,000), l wanders, the ranking comes unsorted, the feed
-// gets one item per update.
+// its base n_lw = 10,000) and starts again after 50 updates, t (the running
+// total) grows by 1, l wanders, the feed gets one item per update. Every
+// 5 updates (a phase) the ranking, which comes unsorted, changes its order
+// (y,z,x then x,w,z) and the share's parts swap (a 1, b 3 then a 3, b 1).
 func startKinds(t *testing.T, cfg config.Config) *gateway.Gateway {
 	t.Helper()
 	g := roomtest.StartGateway(t, cfg)
@@ -130,13 +141,19 @@ func startKinds(t *testing.T, cfg config.Config) *gateway.Gateway {
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
+			ranking := []map[string]any{{"name": "x", "value": 1}, {"name": "y", "value": 3}, {"name": "z", "value": 2}, {"name": "w", "value": 0}}
+			share := map[string]any{"a": 1, "b": 3}
+			if (i/5)%2 == 1 {
+				ranking = []map[string]any{{"name": "x", "value": 4}, {"name": "y", "value": 1}, {"name": "z", "value": 2}, {"name": "w", "value": 3}}
+				share = map[string]any{"a": 3, "b": 1}
+			}
 			_ = p.Publish("kinds", map[string]any{
-				"n": 12000 + 100*i, "n_lw": 10000,
+				"n": 12000 + 100*(i%50), "n_lw": 10000,
 				"g": 0.42, "g_goal": 0.5,
-				"t": 1234 + i,
+				"t": 1234 + i%700,
 				"l": 5000 + 1000*(i%3),
-				"r": []map[string]any{{"name": "x", "value": 1}, {"name": "y", "value": 3}, {"name": "z", "value": 2}, {"name": "w", "value": 0}},
-				"s": map[string]any{"a": 1, "b": 3},
+				"r": ranking,
+				"s": share,
 				"f": []map[string]any{{"time": fmt.Sprintf("10:00:%02d", i%60), "name": "p", "detail": "east", "value": 100 + i}},
 			})
 		}
@@ -147,23 +164,36 @@ func startKinds(t *testing.T, cfg config.Config) *gateway.Gateway {
 
 // TestPagePanelKinds: every panel kind renders from the catalogue entry,
 // moves with live updates, in English and in Chinese (labels, number
-// formats and the colour of "up"), without console errors.
+// formats and the colour of "up"), without console errors, and without
+// layout shift: no card moves or changes size while updates come in. A
+// browser set up in Chinese, on a page without ?lang, shows Chinese.
 func TestPagePanelKinds(t *testing.T) {
 	g := startKinds(t, roomtest.Config(t, ""))
 	text := func(key, sel string) string { return card("kinds", key) + `.querySelector('` + sel + `').textContent` }
 	tests := []struct {
-		query                         string
+		query, browserLang            string
 		title, label, total, cmpLabel string
 		money, up, cmpColor           string
 		shareName, feedName           string
 	}{
-		{"?rooms=kinds&lang=en", "Kinds", "Sales", "today", "vs last week", `^¥1\d\.\dK$`, "#22c55e", "rgb(34, 197, 94)", "Alpha", "Phone"},
-		{"?rooms=kinds&lang=zh", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#ef4444", "rgb(239, 68, 68)", "甲", "手机"},
-		{"?rooms=kinds&lang=zh&up=green", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#22c55e", "rgb(34, 197, 94)", "甲", "手机"},
+		{"?rooms=kinds&lang=en", "", "Kinds", "Sales", "today", "vs last week", `^¥1\d\.\dK$`, "#22c55e", "rgb(34, 197, 94)", "Alpha", "Phone"},
+		{"?rooms=kinds&lang=zh", "", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#ef4444", "rgb(239, 68, 68)", "甲", "手机"},
+		{"?rooms=kinds&lang=zh&up=green", "", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#22c55e", "rgb(34, 197, 94)", "甲", "手机"},
+		// No ?lang: the browser's language.
+		{"?rooms=kinds", "zh-CN", "测试大屏", "销售额", "今日累计", "同比", `^¥1\.\d万$`, "#ef4444", "rgb(239, 68, 68)", "甲", "手机"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.query, func(t *testing.T) {
-			b := roomtest.StartBrowser(t, 1920, 1080)
+		t.Run(strings.TrimSpace(tt.query+" "+tt.browserLang), func(t *testing.T) {
+			var opts []roomtest.BrowserOption
+			if tt.browserLang != "" {
+				opts = append(opts, roomtest.BrowserLang(tt.browserLang))
+			}
+			b := roomtest.StartBrowser(t, 1920, 1080, opts...)
+			if tt.browserLang != "" {
+				if l := roomtest.Eval[string](t, b, `navigator.language`); l != tt.browserLang {
+					t.Fatalf("navigator.language is %q, want %q", l, tt.browserLang)
+				}
+			}
 			b.Do(t, 20*time.Second, chromedp.Navigate(roomtest.URL(g, "/"+tt.query)))
 			b.WaitJS(t, 20*time.Second, `document.querySelector('#conn').dataset.state === 'live'`)
 			b.WaitJS(t, 20*time.Second, `document.querySelector('.panel[data-room="kinds"] .title').textContent === `+jsString(tt.title))
@@ -181,14 +211,21 @@ func TestPagePanelKinds(t *testing.T) {
 			}
 			// number with a gauge whose goal is a field
 			b.WaitJS(t, 20*time.Second, card("kinds", "g")+`.dataset.target === 'gauge' && `+card("kinds", "g")+`.querySelector('canvas.gauge').width > 0 && `+text("g", ".value")+` === '42.0%'`)
-			// total
-			b.WaitJS(t, 20*time.Second, text("t", ".tag")+` === `+jsString(tt.total)+` && /^1,2\d\d$/.test(`+text("t", ".value")+`)`)
+			// total: its running value moves
+			b.WaitJS(t, 20*time.Second, text("t", ".tag")+` === `+jsString(tt.total)+` && /^1,\d\d\d$/.test(`+text("t", ".value")+`)`)
+			total := roomtest.Eval[string](t, b, text("t", ".value"))
+			b.WaitJS(t, 20*time.Second, `/^1,\d\d\d$/.test(`+text("t", ".value")+`) && `+text("t", ".value")+` !== `+jsString(total))
 			// line
 			b.WaitJS(t, 20*time.Second, `Number(`+card("kinds", "l")+`.querySelector('canvas.chart').dataset.points) >= 3`)
-			// ranking: sorted, top 3
-			b.WaitJS(t, 20*time.Second, `[...`+card("kinds", "r")+`.querySelectorAll('.row .nm')].map(e => e.textContent).join() === 'y,z,x'`)
-			// share: names by language, percentages
-			b.WaitJS(t, 20*time.Second, `[...`+card("kinds", "s")+`.querySelectorAll('.legend li')].map(e => e.textContent).join() === `+jsString(tt.shareName+"25.0%,b75.0%"))
+			// ranking: sorted, top 3, and re-sorted as the values change
+			ranking := `[...` + card("kinds", "r") + `.querySelectorAll('.row .nm')].map(e => e.textContent).join()`
+			b.WaitJS(t, 20*time.Second, ranking+` === 'y,z,x'`)
+			b.WaitJS(t, 20*time.Second, ranking+` === 'x,w,z'`)
+			b.WaitJS(t, 20*time.Second, ranking+` === 'y,z,x'`)
+			// share: names by language, percentages, which follow the parts
+			legend := `[...` + card("kinds", "s") + `.querySelectorAll('.legend li')].map(e => e.textContent).join()`
+			b.WaitJS(t, 20*time.Second, legend+` === `+jsString(tt.shareName+"25.0%,b75.0%"))
+			b.WaitJS(t, 20*time.Second, legend+` === `+jsString(tt.shareName+"75.0%,b25.0%"))
 			// list: newest first, fills up to its 4 rows
 			b.WaitJS(t, 20*time.Second, `[...`+card("kinds", "f")+`.querySelectorAll('.row .vl')].filter(e => e.textContent).length === 4`)
 			b.WaitJS(t, 20*time.Second, text("f", ".row .nm")+` === `+jsString(tt.feedName))
@@ -197,6 +234,20 @@ func TestPagePanelKinds(t *testing.T) {
 			// Comparison bases and goals are not cards of their own.
 			if n := roomtest.Eval[int](t, b, `document.querySelectorAll('.panel[data-room="kinds"] .card').length`); n != 7 {
 				t.Errorf("%d cards, want 7", n)
+			}
+			// No layout shift: over 15 more updates (three phases: the
+			// ranking and the share change, every number moves, the feed
+			// scrolls) no card moves or changes size.
+			rects := `JSON.stringify([...document.querySelectorAll('.panel[data-room="kinds"], .panel[data-room="kinds"] .card')].map(e => {
+				const r = e.getBoundingClientRect();
+				return [e.dataset.key || e.dataset.room, r.x, r.y, r.width, r.height];
+			}))`
+			feedValue := `Number(` + text("f", ".row .vl") + `.replace(/\D/g, ''))`
+			before := roomtest.Eval[string](t, b, rects)
+			from := roomtest.Eval[int](t, b, feedValue)
+			b.WaitJS(t, 30*time.Second, feedValue+` >= `+fmt.Sprint(from+15))
+			if after := roomtest.Eval[string](t, b, rects); after != before {
+				t.Errorf("the cards moved during updates:\nbefore %s\nafter  %s", before, after)
 			}
 			b.Screenshot(t, artifact(t, "kinds-"+strings.NewReplacer("?", "", "&", "-", "=", "-").Replace(tt.query)+".png"))
 			noConsoleErrors(t, b)
@@ -218,7 +269,7 @@ func TestPageNamedScreen(t *testing.T) {
 	cfg.Dashboard.Title = "Ops"
 	cfg.Dashboard.Screens = []config.Screen{{
 		Name: "ops-wall", Title: map[string]any{"zh": "运营大屏", "en": "Ops wall"}, Columns: 3,
-		Panels: []catalog.ScreenPanel{{Room: "visitors"}, {Room: "sales", Metrics: []string{"orders", "sales"}, W: 2}},
+		Panels: []catalog.ScreenPanel{{Room: "visitors", H: 2}, {Room: "sales", Metrics: []string{"orders", "sales"}, W: 2}},
 	}}
 	g := roomtest.StartGateway(t, cfg)
 	produce(t, g.Embedded().ClientURL(), 200*time.Millisecond)
@@ -242,11 +293,13 @@ func TestPageNamedScreen(t *testing.T) {
 	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.panel')].map(p => p.dataset.room).join() === 'visitors,sales'`)
 	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.panel[data-room="sales"] .card')].map(c => c.dataset.key).join() === 'orders,sales'`)
 	b.WaitJS(t, 20*time.Second, value("sales", "orders")+` && /\d/.test(`+value("sales", "orders")+`)`)
-	// Three columns: visitors takes one, sales two.
+	// Three columns: visitors takes one, sales two; two rows: visitors
+	// takes both, sales one.
 	b.WaitJS(t, 20*time.Second, `(() => {
 		const v = document.querySelector('.panel[data-room="visitors"]').getBoundingClientRect();
 		const s = document.querySelector('.panel[data-room="sales"]').getBoundingClientRect();
-		return v.left < s.left && Math.abs(s.width - 2 * v.width) < 0.1 * s.width && Math.abs(s.top - v.top) < 1;
+		return v.left < s.left && Math.abs(s.width - 2 * v.width) < 0.1 * s.width && Math.abs(s.top - v.top) < 1 &&
+			Math.abs(v.height - 2 * s.height) < 0.1 * v.height;
 	})()`)
 	if shown := roomtest.Eval[bool](t, b, `getComputedStyle(document.querySelector('#toggles')).display !== 'none'`); shown {
 		t.Error("a named screen shows the room toggles")
@@ -318,6 +371,23 @@ func TestPage4K(t *testing.T) {
 	})()`)
 	if len(small) > 0 {
 		t.Errorf("text under 32 px on a 4K screen (16 px at 1080p): %q", small)
+	}
+	// Canvas text (chart axes, the gauge, the donut's centre) is not in
+	// the DOM: each canvas says the size of its smallest text.
+	b.WaitJS(t, 20*time.Second, `[...document.querySelectorAll('.card canvas')].every(c => c.dataset.fontPx)`)
+	sizes := roomtest.Eval[[]string](t, b, `[...document.querySelectorAll('.card canvas')].map(c => c.closest('.card').dataset.key + ' ' + c.className + ' ' + (c.dataset.fontPx || 'none'))`)
+	t.Logf("canvas text sizes (key, canvas, px): %q", sizes)
+	kinds := map[string]bool{}
+	for _, s := range sizes {
+		f := strings.Fields(s)
+		px, err := strconv.ParseFloat(f[2], 64)
+		if err != nil || px < 32 {
+			t.Errorf("canvas text under 32 px on a 4K screen (16 px at 1080p): %s", s)
+		}
+		kinds[f[1]] = true
+	}
+	if !kinds["chart"] || !kinds["gauge"] || !kinds["donut"] {
+		t.Errorf("the check saw canvases %q, want charts, a gauge and a donut", sizes)
 	}
 	// The check saw the screen's texts: the cards' labels and values.
 	if n := roomtest.Eval[int](t, b, `document.querySelectorAll('.card .label, .card .value, .card .nm').length`); n < 30 {

@@ -25,6 +25,13 @@ function niceStep(span, n) {
   return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
 }
 
+// textSize records on a canvas the size, in CSS px, of the smallest text
+// drawn on it (data-font-px), for tests: canvas text is not in the DOM.
+export function textSize(canvas, px) {
+  const v = String(Math.round(px * 10) / 10);
+  if (canvas.dataset.fontPx !== v) canvas.dataset.fontPx = v;
+}
+
 export class Chart {
   constructor(canvas) {
     this.canvas = canvas;
@@ -124,6 +131,7 @@ export class Chart {
     // Never under 16 CSS px at 1080p (0.9rem there), so that it reads from
     // across the room.
     const fs = Math.max(16, Math.round(o.rem * 0.9)), top = 2, bottom = h - fs * 1.5;
+    textSize(this.canvas, fs);
     ctx.font = `${fs}px ${o.font}`;
     ctx.fillStyle = colors.muted;
     ctx.textBaseline = 'alphabetic';

@@ -21,7 +21,7 @@
  * (a part's label by language), invalidate(card), observe(canvas, card),
  * unobserve(canvas), windowMs}.
  */
-import {Chart} from './chart.js';
+import {Chart, textSize} from './chart.js';
 
 export const PALETTE = ['#38bdf8', '#a78bfa', '#34d399', '#fbbf24', '#f472b6', '#2dd4bf', '#fb923c', '#818cf8'];
 const TONES = {good: 'var(--good)', warn: 'var(--warn)', bad: 'var(--bad)'};
@@ -320,6 +320,7 @@ class NumberCard extends Card {
     ctx.setTransform(canvas.width / w, 0, 0, canvas.height / h, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const fs = Math.max(16, o.rem * 0.9);
+    textSize(canvas, fs); // the goal; the percentage is larger
     const r = Math.max(8, Math.min(w / 2, (h - fs * 1.6) / 1.45) - o.rem * 0.4);
     const lw = Math.max(6, r * 0.16);
     const cx = w / 2, cy = r + lw / 2 + 2;
@@ -489,6 +490,7 @@ class ShareCard extends Card {
     }
     // The total in the middle.
     const fs = Math.max(16, o.rem * 0.9);
+    textSize(c, fs); // "Total"; the number is larger
     ctx.textAlign = 'center';
     ctx.fillStyle = colors.muted;
     ctx.font = `${fs}px ${o.font}`;
