@@ -85,6 +85,11 @@ func TestHostileConnections(t *testing.T) {
 	// (about 220 KB): the default socketio.max_payload (100 KB) would
 	// refuse it with 413 before the command budget is tried.
 	cfg.SocketIO.MaxPayload = 512 << 10
+	// The pending pool's 4 sessions must still be waiting when the 300th
+	// tokenless handshake comes: under -race on a loaded machine the 300
+	// took 6.5 s, the default 5 s connect_timeout freed the pool on the
+	// way, and 8 were admitted.
+	cfg.SocketIO.ConnectTimeout = time.Minute
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, ns)
 	good := token(t, jwt.SigningMethodHS256, jwt.MapClaims{"rooms": []string{"sales"}})
