@@ -17,8 +17,15 @@ import (
 // Poller watches the sockets of idle connections with one epoll instance
 // and one goroutine, so that a connection waiting for its client's next
 // message holds no goroutine and no read buffer. When a socket becomes
-// readable, the poller calls the connection's Readable on a short-lived
+// readable, the poller calls the connection's Readable on a reader
 // goroutine, which reads what arrived and handles it.
+//
+// Reader goroutines are kept for a while when they are done (readerIdle)
+// and take the next event of any connection: a goroutine started per event
+// begins with the smallest stack and grows it, copying, in every command's
+// JSON decoding, which cost a quarter of the gateway's CPU under join and
+// leave churn. A reader busy for long (a join waiting for the stream) only
+// means another one is started.
 //
 // Sockets are registered once, edge-triggered (EPOLLET), and never
 // re-armed: a command costs its read, not a read plus an epoll_ctl. Each
@@ -52,13 +59,21 @@ type Poller struct {
 	conns map[int32]*Registration // by descriptor; the Registration holds its generation
 	gen   uint32                  // the latest registration's generation
 
+	// work hands an event to an idle reader goroutine; unbuffered, so a
+	// send succeeds only when one is waiting.
+	work chan *Registration
+
 	closeOnce sync.Once
-	stop      chan struct{} // closed by Close: ends a backoff wait
+	stop      chan struct{} // closed by Close: ends a backoff wait and idle readers
 	done      chan struct{} // closed when run returns
 }
 
 // wakeFd marks the wake pipe's event; no socket has a negative descriptor.
 const wakeFd = -1
+
+// readerIdle is how long a reader goroutine waits for another event
+// before it ends, so that goroutines return to their baseline at rest.
+const readerIdle = time.Second
 
 // pollBackoffMax bounds the pause after a failed epoll_wait, so that a
 // persistent failure logs about once a second rather than spinning.
@@ -85,6 +100,7 @@ func newPoller(log *slog.Logger, errs Counter, wait func(int, []syscall.EpollEve
 	p := &Poller{
 		epfd: epfd, log: log, errors: errs, wait: wait,
 		conns: make(map[int32]*Registration),
+		work:  make(chan *Registration),
 		stop:  make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
@@ -225,7 +241,7 @@ func (r *Registration) Rearm() error {
 			}
 		case pending:
 			if r.state.CompareAndSwap(pending, reading) {
-				go r.c.Readable()
+				r.p.dispatch(r)
 				return nil
 			}
 		default:
@@ -332,8 +348,39 @@ func (p *Poller) run() {
 				return
 			}
 			if r := p.claim(ev); r != nil {
-				go r.c.Readable()
+				p.dispatch(r)
 			}
+		}
+	}
+}
+
+// dispatch has r read by an idle reader goroutine, or by a new one.
+func (p *Poller) dispatch(r *Registration) {
+	select {
+	case p.work <- r:
+	default:
+		go p.reader(r)
+	}
+}
+
+// reader runs Readable for r, then for each event it is handed, until it
+// has waited readerIdle for one or the poller closes.
+func (p *Poller) reader(r *Registration) {
+	var idle *time.Timer
+	for {
+		r.c.Readable()
+		if idle == nil {
+			idle = time.NewTimer(readerIdle)
+		} else {
+			idle.Reset(readerIdle)
+		}
+		select {
+		case r = <-p.work:
+		case <-idle.C:
+			return
+		case <-p.stop:
+			idle.Stop()
+			return
 		}
 	}
 }
