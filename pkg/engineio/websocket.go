@@ -155,7 +155,8 @@ func (w *wsConn) startReading() {
 }
 
 // Readable is called by the poller when the socket has something to
-// read: it reads all there is, handles it, and re-arms the socket.
+// read: it reads all there is, handles it, and takes the next event
+// (Rearm).
 func (w *wsConn) Readable() {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)

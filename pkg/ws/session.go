@@ -96,7 +96,7 @@ type Session struct {
 	reg    wsread.Registration
 	polled bool
 
-	// Owned by the one reader at a time (the poller's EPOLLONESHOT event,
+	// Owned by the one reader at a time (the poller's reading state,
 	// or the reader goroutine).
 	frames   wsread.Reader
 	peerCode int // the code of the client's close frame, when it closed
@@ -285,11 +285,11 @@ func (s *Session) closeStatus(err error) (code int, byClient bool) {
 }
 
 // readable runs on its own goroutine when the poller saw the socket
-// readable (and set s.reading): it reads everything there is, runs it, and
-// re-arms the socket.
+// readable (and marked the registration as being read): it reads
+// everything there is, runs it, and takes the next event (Rearm).
 func (s *Session) readable() {
 	if !s.drain() {
-		return // ended: no re-arm, and reading stays set
+		return // ended: no Rearm, so no reader comes again
 	}
 	if err := s.reg.Rearm(); err != nil {
 		s.end(err)

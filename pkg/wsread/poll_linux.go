@@ -17,9 +17,22 @@ import (
 // Poller watches the sockets of idle connections with one epoll instance
 // and one goroutine, so that a connection waiting for its client's next
 // message holds no goroutine and no read buffer. When a socket becomes
-// readable, the poller calls the connection's Readable on a short-lived
-// goroutine, which reads what arrived, handles it and re-arms the socket
-// (EPOLLONESHOT: one event, one reader).
+// readable, the poller calls the connection's Readable on a reader
+// goroutine, which reads what arrived and handles it.
+//
+// Reader goroutines are kept for a while when they are done (readerIdle)
+// and take the next event of any connection: a goroutine started per event
+// begins with the smallest stack and grows it, copying, in every command's
+// JSON decoding, which cost a quarter of the gateway's CPU under join and
+// leave churn. A reader busy for long (a join waiting for the stream) only
+// means another one is started.
+//
+// Sockets are registered once, edge-triggered (EPOLLET), and never
+// re-armed: a command costs its read, not a read plus an epoll_ctl. Each
+// registration has a reading state instead of EPOLLONESHOT: an event that
+// comes while the connection is being read only marks it, and the reader,
+// when it is done (Rearm), reads again rather than letting the edge go
+// unseen. So there is one reader at a time, and no data is left unread.
 //
 // A descriptor number is reused by the kernel as soon as its socket is
 // closed, so the number alone does not name a connection: an event taken
@@ -27,10 +40,9 @@ import (
 // connection that got the number next. Each registration therefore carries
 // a generation in the event's data (descriptor in the low 32 bits,
 // generation in the high 32), and an event whose generation is not the
-// current owner's is dropped. Every epoll_ctl on a connection's descriptor
-// runs inside its RawConn.Control, which holds the descriptor open, so a
-// late re-arm can never touch a successor's registration; and a
-// registration's reading flag makes a second concurrent reader impossible.
+// current owner's is dropped. The epoll_ctl calls (add and delete) run
+// inside the connection's RawConn.Control, which holds the descriptor
+// open, so they can never touch a successor's registration.
 //
 // Lifetime: NewPoller starts the goroutine; Close ends it, after the
 // connections registered have gone (their owners' shutdown first).
@@ -47,13 +59,21 @@ type Poller struct {
 	conns map[int32]*Registration // by descriptor; the Registration holds its generation
 	gen   uint32                  // the latest registration's generation
 
+	// work hands an event to an idle reader goroutine; unbuffered, so a
+	// send succeeds only when one is waiting.
+	work chan *Registration
+
 	closeOnce sync.Once
-	stop      chan struct{} // closed by Close: ends a backoff wait
+	stop      chan struct{} // closed by Close: ends a backoff wait and idle readers
 	done      chan struct{} // closed when run returns
 }
 
 // wakeFd marks the wake pipe's event; no socket has a negative descriptor.
 const wakeFd = -1
+
+// readerIdle is how long a reader goroutine waits for another event
+// before it ends, so that goroutines return to their baseline at rest.
+const readerIdle = time.Second
 
 // pollBackoffMax bounds the pause after a failed epoll_wait, so that a
 // persistent failure logs about once a second rather than spinning.
@@ -80,6 +100,7 @@ func newPoller(log *slog.Logger, errs Counter, wait func(int, []syscall.EpollEve
 	p := &Poller{
 		epfd: epfd, log: log, errors: errs, wait: wait,
 		conns: make(map[int32]*Registration),
+		work:  make(chan *Registration),
 		stop:  make(chan struct{}), done: make(chan struct{}),
 	}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
@@ -110,7 +131,12 @@ func (p *Poller) Close() {
 	})
 }
 
-const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+// pollEvents are edge-triggered: see Poller. EPOLLET is 1<<31, which
+// syscall's untyped constant does not fit in uint32 as a negative int.
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLET&0xffffffff
+
+// hangup is what an event says when the peer closed or the socket failed.
+const hangup = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 
 // pollEvent is the event registered for descriptor fd in generation gen:
 // the 64-bit epoll data is Fd (low half) and Pad (high half).
@@ -122,7 +148,7 @@ func pollEvent(fd int32, gen uint32) syscall.EpollEvent {
 type Readable interface {
 	// Readable is called on a goroutine of its own when the socket has
 	// become readable. It reads with Registration.Read until that returns
-	// 0 bytes, then calls Registration.Rearm for the next event; a
+	// 0 bytes, then calls Registration.Rearm to take the next event; a
 	// connection that has ended does not re-arm. Until then no other
 	// Readable call comes for this connection.
 	Readable()
@@ -137,8 +163,19 @@ type Registration struct {
 	raw     syscall.RawConn
 	fd      int32
 	gen     uint32
-	reading atomic.Bool // set when an event is handed to Readable, cleared by Rearm
+	state   atomic.Int32 // idle, reading, or reading with an event pending
+	hup     atomic.Bool  // an event said the peer closed: read to the end
+	drained bool         // the reader's last read was short: the socket is empty
 }
+
+// Registration states. An event moves idle to reading (and starts a
+// reader) or reading to pending; Rearm moves reading to idle, or pending
+// back to reading and reads again.
+const (
+	idle int32 = iota
+	reading
+	pending
+)
 
 // rawConn is what the poller needs of a connection: its file descriptor.
 type rawConn interface {
@@ -186,22 +223,31 @@ func (p *Poller) forget(r *Registration) {
 	p.mu.Unlock()
 }
 
-// Rearm ends the current read and asks for the next readable event. It
-// fails once the socket is closed: the descriptor number may already be
-// another connection's, and must not be touched.
+// Rearm ends the current read: the connection takes its next event. If
+// an event came during the read, the data it announced may not have been
+// read, so Readable is called again at once. Nothing is asked of the
+// kernel (the socket stays registered, edge-triggered). It fails once the
+// socket is closed.
 func (r *Registration) Rearm() error {
-	// Cleared before the re-arm, not after: the next event may come as
-	// soon as the socket is armed, and must find the connection free.
-	r.reading.Store(false)
-	var ctlErr error
-	cerr := r.raw.Control(func(fd uintptr) {
-		ev := pollEvent(int32(fd), r.gen)
-		ctlErr = syscall.EpollCtl(r.p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-	})
-	if cerr != nil {
-		return cerr
+	if err := r.raw.Control(func(uintptr) {}); err != nil {
+		return err
 	}
-	return ctlErr
+	r.drained = false
+	for {
+		switch r.state.Load() {
+		case reading:
+			if r.state.CompareAndSwap(reading, idle) {
+				return nil
+			}
+		case pending:
+			if r.state.CompareAndSwap(pending, reading) {
+				r.p.dispatch(r)
+				return nil
+			}
+		default:
+			return errors.New("wsread: Rearm without a read")
+		}
+	}
 }
 
 // Remove stops watching the socket. Call it before closing the socket;
@@ -220,7 +266,16 @@ func (r *Registration) Remove() {
 
 // Read reads what the socket holds without waiting: n == 0 and err == nil
 // means nothing more for now (re-arm); io.EOF means the peer closed.
+//
+// A read shorter than buf emptied the socket's queue, and any byte that
+// arrives after it brings a new event: the next Read then answers 0
+// without asking the kernel (the read that would say EAGAIN is saved),
+// unless an event said the peer closed, whose end must still be read.
 func (r *Registration) Read(buf []byte) (n int, err error) {
+	if r.drained && !r.hup.Load() {
+		r.drained = false
+		return 0, nil
+	}
 	var rerr error
 	cerr := r.raw.Read(func(fd uintptr) bool {
 		n, rerr = syscall.Read(int(fd), buf)
@@ -238,12 +293,14 @@ func (r *Registration) Read(buf []byte) (n int, err error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	r.drained = n < len(buf)
 	return n, nil
 }
 
 // claim returns the registration an event is for, now marked as being
 // read, or nil: the event is stale (its connection is gone, the number
-// perhaps reused), or the connection is being read already.
+// perhaps reused), or the connection is being read already, in which case
+// its reader is told to read again when it is done.
 func (p *Poller) claim(ev syscall.EpollEvent) *Registration {
 	p.mu.RLock()
 	r := p.conns[ev.Fd]
@@ -251,15 +308,23 @@ func (p *Poller) claim(ev syscall.EpollEvent) *Registration {
 	if r == nil || r.gen != uint32(ev.Pad) {
 		return nil
 	}
-	if !r.reading.CompareAndSwap(false, true) {
-		// EPOLLONESHOT and re-arming only after the read make this
-		// impossible; should it happen, refusing is what keeps one frame
-		// parser from having two readers.
-		p.errors.Inc()
-		p.log.Error("poller: event for a connection that is being read; refused", "fd", ev.Fd)
-		return nil
+	if ev.Events&hangup != 0 {
+		r.hup.Store(true)
 	}
-	return r
+	for {
+		switch s := r.state.Load(); s {
+		case idle:
+			if r.state.CompareAndSwap(idle, reading) {
+				return r
+			}
+		case reading:
+			if r.state.CompareAndSwap(reading, pending) {
+				return nil
+			}
+		default: // pending already
+			return nil
+		}
+	}
 }
 
 func (p *Poller) run() {
@@ -283,8 +348,39 @@ func (p *Poller) run() {
 				return
 			}
 			if r := p.claim(ev); r != nil {
-				go r.c.Readable()
+				p.dispatch(r)
 			}
+		}
+	}
+}
+
+// dispatch has r read by an idle reader goroutine, or by a new one.
+func (p *Poller) dispatch(r *Registration) {
+	select {
+	case p.work <- r:
+	default:
+		go p.reader(r)
+	}
+}
+
+// reader runs Readable for r, then for each event it is handed, until it
+// has waited readerIdle for one or the poller closes.
+func (p *Poller) reader(r *Registration) {
+	var idle *time.Timer
+	for {
+		r.c.Readable()
+		if idle == nil {
+			idle = time.NewTimer(readerIdle)
+		} else {
+			idle.Reset(readerIdle)
+		}
+		select {
+		case r = <-p.work:
+		case <-idle.C:
+			return
+		case <-p.stop:
+			idle.Stop()
+			return
 		}
 	}
 }
