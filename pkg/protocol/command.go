@@ -66,13 +66,32 @@ type wireCommand struct {
 // duration in range, or given with since. Unknown fields are ignored
 // so that clients can be newer than the gateway.
 func ParseCommand(frame []byte) (Command, *Error) {
-	var w wireCommand
+	return parseCommandSlow(frame)
+}
+
+// parseCommandSlow is ParseCommand decoding with encoding/json only.
+func parseCommandSlow(frame []byte) (Command, *Error) {
+	w, perr := decodeJSON(frame)
+	if perr != nil {
+		return Command{}, perr
+	}
+	return commandFrom(&w)
+}
+
+// decodeJSON decodes a frame into its wire shape with encoding/json; the
+// error is a bad_json one.
+func decodeJSON(frame []byte) (w wireCommand, perr *Error) {
 	if !isObject(frame) {
-		return Command{}, &Error{Code: CodeBadJSON, Message: "a command must be one JSON object"}
+		return w, &Error{Code: CodeBadJSON, Message: "a command must be one JSON object"}
 	}
 	if err := json.Unmarshal(frame, &w); err != nil {
-		return Command{}, &Error{Code: CodeBadJSON, Message: "invalid command: " + jsonProblem(err)}
+		return w, &Error{Code: CodeBadJSON, Message: "invalid command: " + jsonProblem(err)}
 	}
+	return w, nil
+}
+
+// commandFrom validates a decoded command, whichever way it was decoded.
+func commandFrom(w *wireCommand) (Command, *Error) {
 	var cmd Command
 	if w.ID != nil && string(w.ID) != "null" {
 		id, err := strconv.ParseInt(string(w.ID), 10, 64)

@@ -251,12 +251,20 @@ func TestCheckSubjectPrefix(t *testing.T) {
 }
 
 func BenchmarkParseCommand(b *testing.B) {
-	frame := []byte(`{"op":"join","room":"sales","id":17,"since":41}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ParseCommand(frame); err != nil {
-			b.Fatal(err)
-		}
+	frames := []struct{ name, frame string }{
+		{"join", `{"op":"join","room":"sales"}`},
+		{"join_id_since", `{"op":"join","room":"sales","id":17,"since":41}`},
+	}
+	for _, fr := range frames {
+		frame := []byte(fr.frame)
+		b.Run(fr.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseCommand(frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
