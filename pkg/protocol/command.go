@@ -66,6 +66,9 @@ type wireCommand struct {
 // duration in range, or given with since. Unknown fields are ignored
 // so that clients can be newer than the gateway.
 func ParseCommand(frame []byte) (Command, *Error) {
+	if w, ok := decodeFast(frame); ok {
+		return commandFrom(&w)
+	}
 	return parseCommandSlow(frame)
 }
 
