@@ -255,16 +255,25 @@ func BenchmarkParseCommand(b *testing.B) {
 		{"join", `{"op":"join","room":"sales"}`},
 		{"join_id_since", `{"op":"join","room":"sales","id":17,"since":41}`},
 	}
+	paths := []struct {
+		name  string
+		parse func([]byte) (Command, *Error)
+	}{
+		{"fast", ParseCommand},
+		{"slow", parseCommandSlow}, // encoding/json only
+	}
 	for _, fr := range frames {
 		frame := []byte(fr.frame)
-		b.Run(fr.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := ParseCommand(frame); err != nil {
-					b.Fatal(err)
+		for _, p := range paths {
+			b.Run(fr.name+"/"+p.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := p.parse(frame); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
