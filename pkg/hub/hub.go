@@ -223,9 +223,10 @@ func (h *Hub) Join(m Member, req JoinRequest) error {
 		return h.joinWindow(r, m, req, reply, deadline, &joined)
 	}
 	if !req.resume() || h.opts.History == nil {
-		m.Push(reply)
 		if last := r.ring.last(); last != nil {
-			m.Push(last.snapshot())
+			m.PushPair(reply, last.snapshot())
+		} else {
+			m.Push(reply)
 		}
 		r.addLocked(m)
 		r.mu.Unlock()

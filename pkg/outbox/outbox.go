@@ -283,6 +283,32 @@ func (o *Outbox) Push(m Message) Result {
 	o.mu.Lock()
 	r, first := o.pushLocked(m)
 	o.mu.Unlock()
+	o.pushed(r, first)
+	return r
+}
+
+// PushPair queues a, then b, under one hold of the lock and wakes the
+// writer once: a join's reply and its snapshot then leave in one frame
+// and one write, where two pushes could wake a writer that takes the
+// reply alone.
+func (o *Outbox) PushPair(a, b Message) {
+	o.mu.Lock()
+	ra, fa := o.pushLocked(a)
+	rb, fb := o.pushLocked(b)
+	o.mu.Unlock()
+	switch {
+	case fa || fb:
+		o.pushed(Overflowed, true)
+	case ra == Queued || ra == Conflated:
+		o.pushed(ra, false)
+	default:
+		o.pushed(rb, false)
+	}
+}
+
+// pushed wakes the writer after a push, and starts the close of a queue
+// that this push overflowed.
+func (o *Outbox) pushed(r Result, first bool) {
 	switch r {
 	case Queued, Conflated:
 		o.signal()
@@ -294,7 +320,6 @@ func (o *Outbox) Push(m Message) Result {
 			}
 		}
 	}
-	return r
 }
 
 // pushLocked returns what happened, and whether this push overflowed.

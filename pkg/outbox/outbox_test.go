@@ -317,3 +317,43 @@ func TestRefillProgress(t *testing.T) {
 		t.Fatal("a waiting feed that queued nothing reported progress")
 	}
 }
+
+// TestPushPairWakesOnce: a join's reply and snapshot pushed as a pair
+// reach a writer that takes its queue at every wake-up as one batch (one
+// frame, one write); pushed one by one, the first wake-up takes the reply
+// alone. A pair that overflows the queue starts its close once.
+func TestPushPairWakesOnce(t *testing.T) {
+	reply := Message{Reply: &Reply{Kind: Joined, Room: "r"}}
+	snap := Message{Pub: NewPublication("r", 1, 0, false, []byte(`{}`), 0), Snapshot: true}
+	eager := func(l Limits) (*Outbox, *[]int, *int) {
+		var batches []int
+		overflows := 0
+		var o *Outbox
+		o = NewNotify(l, func() { overflows++ }, func() {
+			if b, _ := o.Take(nil); len(b) > 0 {
+				batches = append(batches, len(b))
+			}
+		})
+		return o, &batches, &overflows
+	}
+	roomy := Limits{ConflateAfter: 4, MaxMessages: 8, MaxBytes: 1 << 10}
+
+	o, batches, _ := eager(roomy)
+	o.Push(reply)
+	o.Push(snap)
+	if got := *batches; len(got) != 2 {
+		t.Fatalf("two pushes: batches %v, want the reply taken alone first", got)
+	}
+	o, batches, _ = eager(roomy)
+	o.PushPair(reply, snap)
+	if got := *batches; len(got) != 1 || got[0] != 2 {
+		t.Fatalf("a pair: batches %v, want one batch of 2", got)
+	}
+
+	o, _, overflows := eager(Limits{ConflateAfter: 1, MaxMessages: 1, MaxBytes: 1 << 10})
+	o.Push(Message{Reply: &Reply{Kind: Left, Room: "q"}})
+	o.PushPair(reply, snap)
+	if *overflows != 1 {
+		t.Fatalf("a pair past the queue's limit: %d overflows, want 1", *overflows)
+	}
+}
