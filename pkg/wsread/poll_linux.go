@@ -131,8 +131,8 @@ func (p *Poller) Close() {
 	})
 }
 
-// pollEvents are edge-triggered: see Poller. EPOLLET is 1<<31, which
-// syscall's untyped constant does not fit in uint32 as a negative int.
+// pollEvents are edge-triggered: see Poller. syscall.EPOLLET is the int
+// -0x80000000; masked, it is bit 31 of the uint32 event mask.
 const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLET&0xffffffff
 
 // hangup is what an event says when the peer closed or the socket failed.
@@ -366,20 +366,20 @@ func (p *Poller) dispatch(r *Registration) {
 // reader runs Readable for r, then for each event it is handed, until it
 // has waited readerIdle for one or the poller closes.
 func (p *Poller) reader(r *Registration) {
-	var idle *time.Timer
+	var rest *time.Timer // named so as not to hide the idle state
 	for {
 		r.c.Readable()
-		if idle == nil {
-			idle = time.NewTimer(readerIdle)
+		if rest == nil {
+			rest = time.NewTimer(readerIdle)
 		} else {
-			idle.Reset(readerIdle)
+			rest.Reset(readerIdle)
 		}
 		select {
 		case r = <-p.work:
-		case <-idle.C:
+		case <-rest.C:
 			return
 		case <-p.stop:
-			idle.Stop()
+			rest.Stop()
 			return
 		}
 	}
