@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -132,4 +133,116 @@ func shortLived(addr string, i int) error {
 		send(websocket.TextMessage, `{"op":"leave","room":"sales"}`)
 	}
 	return conn.NetConn().Close()
+}
+
+// TestEveryCommandAnswered: a thousand connections send join and leave
+// commands in bursts of 1 to 5 (or 100, more than one read buffer), each
+// burst one frame per write, all frames in one write, or all frames split
+// at a random byte into two writes (so that a read ends inside a frame
+// and the rest comes as a new edge), and every
+// command is answered, in order, by id. The poller is edge-triggered and
+// never re-armed: an event dropped while a connection is being read, or
+// a read wrongly taken as the socket's last, leaves a command unread and
+// its client waiting, which is what this test would see.
+func TestEveryCommandAnswered(t *testing.T) {
+	for _, writer := range []string{"goroutine", "loop"} {
+		t.Run(writer, func(t *testing.T) { everyCommandAnswered(t, writer) })
+	}
+}
+
+func everyCommandAnswered(t *testing.T, writer string) {
+	ns := roomtest.StartNATS(t)
+	cfg := roomtest.Config(t, ns.ClientURL())
+	cfg.Queue.Writer = writer
+	cfg.Limits.CommandsPerSecond = 10000 // the budget is not what is tested
+	cfg.Limits.CommandBurst = 10000
+	g := roomtest.StartGateway(t, cfg)
+
+	conns, rounds := 1000, 10
+	if roomtest.Race {
+		conns = 200
+	}
+	clients := make([]*roomtest.Client, conns)
+	for i := range clients {
+		clients[i] = roomtest.Dial(t, g)
+	}
+	frame := func(p string) []byte { // masked with a zero key, as a client must mask
+		return append([]byte{0x81, 0x80 | byte(len(p)), 0, 0, 0, 0}, p...)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(i), 7))
+			room := fmt.Sprintf("cmd-%d", i%50)
+			id, joined := 0, false
+			for range rounds {
+				k := 1 + rnd.IntN(5)
+				if rnd.IntN(5) == 0 {
+					k = 100 // over the session's 4 KiB read buffer: a read that fills it is not the last
+				}
+				var cmds []string
+				for range k {
+					op := "join"
+					if joined {
+						op = "leave"
+					}
+					joined = !joined
+					id++
+					cmds = append(cmds, fmt.Sprintf(`{"op":%q,"room":%q,"id":%d}`, op, room, id))
+				}
+				nc := c.Conn.NetConn()
+				_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				switch mode := rnd.IntN(3); mode {
+				case 0:
+					for _, cmd := range cmds {
+						if err := c.Conn.WriteMessage(websocket.TextMessage, []byte(cmd)); err != nil {
+							errs <- err
+							return
+						}
+					}
+				default:
+					var b []byte
+					for _, cmd := range cmds {
+						b = append(b, frame(cmd)...)
+					}
+					if mode == 2 {
+						cut := 1 + rnd.IntN(len(b)-1)
+						if _, err := nc.Write(b[:cut]); err != nil {
+							errs <- err
+							return
+						}
+						time.Sleep(time.Millisecond) // the first part is read on its own
+						b = b[cut:]
+					}
+					if _, err := nc.Write(b); err != nil {
+						errs <- err
+						return
+					}
+				}
+				for j := range k {
+					want := id - k + 1 + j
+					m, err := c.Next(10 * time.Second)
+					if err != nil {
+						errs <- fmt.Errorf("client %d: command id %d not answered: %v", i, want, err)
+						return
+					}
+					if m.ID == nil || int(*m.ID) != want || (m.Op != "joined" && m.Op != "left") {
+						errs <- fmt.Errorf("client %d: got %s id %v, want the answer to id %d", i, m.Op, m.ID, want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := metric(t, g, "roomcast_poller_errors_total"); n != 0 {
+		t.Errorf("roomcast_poller_errors_total = %v, want 0", n)
+	}
 }
