@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/sockettest"
 )
 
 // TestBadClientInput sends each kind of bad frame on its own connection and
@@ -293,7 +294,7 @@ func TestTooSlowClientIsDisconnected(t *testing.T) {
 // and never reads from it.
 func dialSmallBuffer(t *testing.T, addr string) *websocket.Conn {
 	t.Helper()
-	d := websocket.Dialer{NetDial: dialSmallRcvBuf}
+	d := websocket.Dialer{NetDial: sockettest.DialSmallRcvBuf}
 	conn, _, err := d.Dial("ws://"+addr+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -14,18 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/sockettest"
 )
-
-type countingConn struct {
-	net.Conn
-	n *atomic.Int64
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
 
 // TestCompression: with compression on, a client that offers
 // permessage-deflate gets large updates compressed (fewer bytes on the
@@ -44,7 +34,7 @@ func TestCompression(t *testing.T) {
 		wire := new(atomic.Int64)
 		d := &websocket.Dialer{EnableCompression: compress, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			return countingConn{c, wire}, err
+			return sockettest.CountingConn{Conn: c, N: wire}, err
 		}}
 		c, _, err := roomtest.DialURL(t, "ws://"+g.Addr().String()+"/ws", nil, d)
 		if err != nil {
@@ -106,7 +96,7 @@ func TestCompressedWriteToStalledClient(t *testing.T) {
 	nc := roomtest.Connect(t, ns)
 
 	// Compression negotiated, a tiny receive buffer, and never read.
-	d := websocket.Dialer{EnableCompression: true, NetDial: dialSmallRcvBuf}
+	d := websocket.Dialer{EnableCompression: true, NetDial: sockettest.DialSmallRcvBuf}
 	conn, resp, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)

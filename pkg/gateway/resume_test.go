@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/sockettest"
 	"github.com/roomcast/roomcast/pkg/config"
 )
 
@@ -374,7 +375,7 @@ func TestResumeToStalledClient(t *testing.T) {
 	}
 
 	// A tiny receive buffer, and never a read after the handshake.
-	d := websocket.Dialer{NetDial: dialSmallRcvBuf}
+	d := websocket.Dialer{NetDial: sockettest.DialSmallRcvBuf}
 	conn, _, err := d.Dial("ws://"+g.Addr().String()+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)

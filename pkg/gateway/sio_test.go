@@ -2,14 +2,13 @@ package gateway_test
 
 import (
 	"fmt"
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/sockettest"
 )
 
 // TestSocketIOSlowClient: a Socket.IO client over WebSocket that stops
@@ -28,7 +27,7 @@ func TestSocketIOSlowClient(t *testing.T) {
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, g.Embedded())
 
-	d := websocket.Dialer{NetDial: dialSmallRcvBuf}
+	d := websocket.Dialer{NetDial: sockettest.DialSmallRcvBuf}
 	ws, _, err := d.Dial("ws://"+g.Addr().String()+"/socket.io/?EIO=4&transport=websocket", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -88,20 +87,4 @@ func TestSocketIOSlowClient(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// dialSmallRcvBuf dials with a 4 KiB receive buffer, so that a client
-// that stops reading fills up soon.
-func dialSmallRcvBuf(network, addr string) (net.Conn, error) {
-	nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return nd.Dial(network, addr)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/sockettest"
 	"github.com/roomcast/roomcast/pkg/gateway"
 )
 
@@ -402,7 +403,7 @@ func TestSSEStalledClient(t *testing.T) {
 	cfg.WriteTimeout = time.Second
 	g := roomtest.StartGateway(t, cfg)
 
-	stalled, err := dialSmallRcvBuf("tcp", g.Addr().String())
+	stalled, err := sockettest.DialSmallRcvBuf("tcp", g.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/roomcast/roomcast/internal/sockettest"
 	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -102,19 +103,7 @@ func newLoopRig(t *testing.T, cfg Config) *loopRig {
 // buffer), does the handshake, and returns it with its session.
 func (r *loopRig) dial(rcvbuf int) (net.Conn, *bufio.Reader, *Session) {
 	r.t.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		if rcvbuf <= 0 {
-			return nil
-		}
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	c, err := d.Dial("tcp", r.srv.Listener.Addr().String())
+	c, err := sockettest.Dialer(rcvbuf).Dial("tcp", r.srv.Listener.Addr().String())
 	if err != nil {
 		r.t.Fatal(err)
 	}

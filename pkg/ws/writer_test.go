@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roomcast/roomcast/internal/sockettest"
 	"github.com/roomcast/roomcast/pkg/metrics"
 	"github.com/roomcast/roomcast/pkg/outbox"
 )
@@ -69,7 +70,7 @@ func compressingSession(b *testing.B, compress bool) (*Session, *atomic.Int64) {
 	b.Cleanup(srv.Close)
 	d := websocket.Dialer{EnableCompression: compress, NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		return countingConn{c, wire}, err
+		return sockettest.CountingConn{Conn: c, N: wire}, err
 	}}
 	client, _, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
@@ -84,17 +85,6 @@ func compressingSession(b *testing.B, compress bool) (*Session, *atomic.Int64) {
 	reg := prometheus.NewRegistry()
 	conn.EnableWriteCompression(false)
 	return &Session{conn: conn, nc: conn.NetConn(), cfg: Config{MaxBatchBytes: 32 << 10}, metrics: metrics.New(reg), log: slog.New(slog.DiscardHandler)}, wire
-}
-
-type countingConn struct {
-	net.Conn
-	n *atomic.Int64
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // BenchmarkCompression compares, per client, writing a 1.6 KB update:
