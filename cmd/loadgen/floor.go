@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,6 +315,17 @@ type loopRoom struct {
 	last    []byte
 }
 
+// remove takes c out of the members, if it is one (order does not matter:
+// the last member takes its place).
+func (r *loopRoom) remove(c *floorConn) {
+	if i := slices.Index(r.members, c); i >= 0 {
+		last := len(r.members) - 1
+		r.members[i] = r.members[last]
+		r.members[last] = nil
+		r.members = r.members[:last]
+	}
+}
+
 type connState uint8
 
 const (
@@ -570,12 +582,7 @@ func (l *floorLoop) closeConn(c *floorConn) {
 	c.closed = true
 	for name, r := range c.rooms {
 		if lr := l.rooms[r]; lr != nil {
-			if i := slicesIndex(lr.members, c); i >= 0 {
-				last := len(lr.members) - 1
-				lr.members[i] = lr.members[last]
-				lr.members[last] = nil
-				lr.members = lr.members[:last]
-			}
+			lr.remove(c)
 		}
 		delete(c.rooms, name)
 		l.srv.unref(r)
@@ -608,15 +615,6 @@ func (l *floorLoop) closeFailed() {
 		l.failed[i] = nil
 	}
 	l.failed = l.failed[:0]
-}
-
-func slicesIndex(s []*floorConn, c *floorConn) int {
-	for i, x := range s {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func (l *floorLoop) readConn(c *floorConn) {
@@ -780,12 +778,7 @@ func (l *floorLoop) command(c *floorConn, payload []byte) {
 	default:
 		if r := c.rooms[cmd.Room]; r != nil {
 			if lr := l.rooms[r]; lr != nil {
-				if i := slicesIndex(lr.members, c); i >= 0 {
-					last := len(lr.members) - 1
-					lr.members[i] = lr.members[last]
-					lr.members[last] = nil
-					lr.members = lr.members[:last]
-				}
+				lr.remove(c)
 			}
 			delete(c.rooms, cmd.Room)
 			l.srv.unref(r)
