@@ -22,7 +22,6 @@ type Conn struct {
 	slot Slot
 
 	recvMu sync.Mutex // serialises h.Message and h.Closed
-	ended  bool       // h.Closed has been called; guarded by recvMu
 
 	mu        sync.Mutex
 	queue     []Packet               // the session's own packets: handshake, pings, Send
@@ -265,7 +264,6 @@ func (c *Conn) end(final byte, code int, reason string, byClient bool) {
 func (c *Conn) closeHandler() {
 	defer c.srv.wg.Done()
 	c.recvMu.Lock()
-	c.ended = true
 	c.h.Closed(c.reason) // reason was written before done was closed
 	c.recvMu.Unlock()
 	c.srv.log.Debug("session closed", "sid", c.id, "reason", c.reason)
@@ -343,17 +341,15 @@ func (c *Conn) receive(p Packet) error {
 	case Message:
 		c.recvMu.Lock()
 		defer c.recvMu.Unlock()
-		// done, not only ended: ended is set by closeHandler's goroutine,
-		// which may not have run yet when a message closed the session,
-		// and the rest of that POST (a thousand CONNECTs, say) must not
-		// reach the handler after it.
+		// Nothing reaches the handler once the session has ended: not the
+		// rest of a POST whose message closed it (a thousand CONNECTs,
+		// say), which closeHandler's goroutine may not have seen yet, and
+		// never after Closed, which runs after done is closed and under
+		// recvMu.
 		select {
 		case <-c.done:
 			return errClosed
 		default:
-		}
-		if c.ended {
-			return errClosed
 		}
 		return c.h.Message(p.Data, p.Binary)
 	case Pong:
