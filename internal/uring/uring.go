@@ -1,16 +1,5 @@
-// Package uring is a small io_uring binding for roomcast's write paths:
-// set up a ring, prepare NOP, WRITE, SEND and RECV requests, submit many
-// with one io_uring_enter(2), and reap their completions. It exists so that
-// a writer can hand the kernel all the sends of a tick in one system call
-// instead of one write(2) each; Available tells callers whether the kernel
-// allows io_uring at all (seccomp, sysctl kernel.io_uring_disabled), so
-// they can fall back to plain writes.
-//
-// A Ring is not safe for concurrent use: one goroutine owns it (prepares,
-// submits, reaps and closes). The package keeps every buffer handed to the
-// kernel referenced until its completion has been reaped, and never lets
-// more requests be in flight than the completion queue holds, so the
-// completion queue cannot overflow.
+//go:build linux
+
 package uring
 
 import (
@@ -51,33 +40,6 @@ const (
 	offCQRing = 0x8000000
 	offSQEs   = 0x10000000
 )
-
-// Params is struct io_uring_params: the ring sizes asked for and, after
-// setup, those granted and where the rings lie in the mmaps.
-type Params struct {
-	SQEntries    uint32
-	CQEntries    uint32
-	Flags        uint32
-	SQThreadCPU  uint32
-	SQThreadIdle uint32
-	Features     uint32
-	WQFd         uint32
-	resv         [3]uint32
-	SQOff        SQRingOffsets
-	CQOff        CQRingOffsets
-}
-
-// SQRingOffsets is struct io_sqring_offsets.
-type SQRingOffsets struct {
-	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, resv1 uint32
-	UserAddr                                                        uint64
-}
-
-// CQRingOffsets is struct io_cqring_offsets.
-type CQRingOffsets struct {
-	Head, Tail, RingMask, RingEntries, Overflow, CQEs, Flags, resv1 uint32
-	UserAddr                                                        uint64
-}
 
 // sqe is struct io_uring_sqe (64 bytes).
 type sqe struct {
@@ -120,10 +82,6 @@ func (c CQE) Err() error {
 	return nil
 }
 
-// SetupFunc is io_uring_setup(2). Config.Setup lets tests (and callers'
-// tests) inject a kernel that refuses io_uring.
-type SetupFunc func(entries uint32, p *Params) (fd int, err error)
-
 // Setup is the real io_uring_setup(2).
 func Setup(entries uint32, p *Params) (int, error) {
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(p)), 0)
@@ -132,12 +90,6 @@ func Setup(entries uint32, p *Params) (int, error) {
 	}
 	return int(fd), nil
 }
-
-// ErrUnavailable is wrapped by New's and Probe's error when the kernel
-// does not allow io_uring here (no such system call, refused by seccomp,
-// or disabled by sysctl kernel.io_uring_disabled): callers fall back to
-// plain system calls.
-var ErrUnavailable = errors.New("io_uring unavailable")
 
 // ErrSQFull is returned when every submission slot holds a prepared
 // request: Submit, then prepare again.
@@ -459,6 +411,63 @@ func (r *Ring) Recv(fd int, buf []byte, flags int, userData uint64) error {
 	}
 	e.opcode, e.fd, e.addr, e.len, e.opFlags = opRecv, int32(fd), bufAddr(buf), uint32(len(buf)), uint32(flags)
 	return nil
+}
+
+// CheckSendNoWait reports whether a SEND with MSG_DONTWAIT to a socket
+// that has no room completes at once with EAGAIN, rather than waiting in
+// the kernel for space. A writer that submits a batch of sends and waits
+// for all their completions needs this: on a kernel that waited, one
+// stalled client would hold up the batch. It sends on a full socket pair
+// of its own; the ring must have nothing in flight.
+func (r *Ring) CheckSendNoWait() error {
+	if r.inFlight != 0 {
+		return errors.New("io_uring: CheckSendNoWait with requests in flight")
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("io_uring check: socketpair: %w", err)
+	}
+	defer unix.Close(fds[0])
+	peerOpen := true
+	defer func() {
+		if peerOpen {
+			unix.Close(fds[1])
+		}
+	}()
+	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	buf := make([]byte, 4096)
+	for i := 0; ; i++ {
+		_, err := unix.Write(fds[0], buf)
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("io_uring check: filling a socket: %w", err)
+		}
+		if i > 1<<16 {
+			return errors.New("io_uring check: a socket that never fills")
+		}
+	}
+	if err := r.Send(fds[0], buf, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0); err != nil {
+		return err
+	}
+	if _, err := r.Submit(); err != nil {
+		return err
+	}
+	c := r.Reap(nil)
+	if len(c) == 1 {
+		if c[0].Res == -int32(unix.EAGAIN) {
+			return nil
+		}
+		return fmt.Errorf("io_uring check: a send to a full socket gave %d, not EAGAIN", c[0].Res)
+	}
+	// The send waits for space: closing the peer ends it (EPIPE).
+	unix.Close(fds[1])
+	peerOpen = false
+	if _, err := r.Wait(nil, 1); err != nil {
+		return err
+	}
+	return errors.New("io_uring sends to a full socket wait for space on this kernel, even with MSG_DONTWAIT")
 }
 
 // Submit hands every prepared request to the kernel with one

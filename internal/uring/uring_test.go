@@ -1,3 +1,5 @@
+//go:build linux
+
 package uring
 
 import (
@@ -383,5 +385,23 @@ func TestCloseCancels(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return with a receive in flight")
+	}
+}
+
+// TestCheckSendNoWait: the writer's requirement holds on this kernel (or
+// the check says why not), and the ring is left empty and usable.
+func TestCheckSendNoWait(t *testing.T) {
+	r := newRing(t, Config{Entries: 4})
+	if err := r.CheckSendNoWait(); err != nil {
+		t.Logf("the gateway would write with write(2) here: %v", err)
+	}
+	if r.InFlight() != 0 {
+		t.Fatalf("%d requests left in flight", r.InFlight())
+	}
+	if err := r.Nop(1); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := r.Wait(nil, 1); err != nil || len(c) != 1 || c[0].UserData != 1 {
+		t.Fatalf("Nop after the check: %v, %v", c, err)
 	}
 }

@@ -56,6 +56,7 @@ type Config struct {
 	History     History     `mapstructure:"history"`
 	Limits      Limits      `mapstructure:"limits"`
 	Queue       Queue       `mapstructure:"queue"`
+	IO          IO          `mapstructure:"io"`
 	Compression Compression `mapstructure:"compression"`
 	Log         Log         `mapstructure:"log"`
 	Producer    Producer    `mapstructure:"producer"`
@@ -226,6 +227,15 @@ type Queue struct {
 	Writer string `mapstructure:"writer"`
 }
 
+// IO chooses how the event-loop writer hands its writes to the kernel.
+type IO struct {
+	// URing: "auto" submits the write loops' sends through io_uring when
+	// the kernel (and seccomp) allow it, else uses write(2) and says so
+	// in the log; "on" refuses to start without io_uring; "off" always
+	// uses write(2). Only queue.writer loop writes through io_uring.
+	URing string `mapstructure:"uring"`
+}
+
 // Compression configures permessage-deflate for clients that offer it.
 type Compression struct {
 	Enabled  bool `mapstructure:"enabled"`
@@ -376,6 +386,7 @@ func Default() Config {
 			CoalesceDelay: 0,
 			Writer:        "goroutine",
 		},
+		IO:          IO{URing: "auto"},
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},
 		Log:         Log{Level: "info", Format: "text"},
 		Producer:    Producer{AnnounceInterval: 30 * time.Second, Rooms: DemoRooms()},

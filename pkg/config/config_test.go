@@ -65,6 +65,8 @@ func TestLoadErrors(t *testing.T) {
 		{"queue order", "queue:\n  conflate_after: 300\n", []string{"queue.max_messages"}},
 		{"queue too small for updates", "queue:\n  max_bytes: 1000\n", []string{"queue.max_bytes"}},
 		{"unknown writer", "queue:\n  writer: threads\n", []string{"queue.writer"}},
+		{"unknown io_uring mode", "io:\n  uring: maybe\n", []string{"io.uring", "auto, on or off"}},
+		{"io_uring on without the loop writer", "io:\n  uring: on\n", []string{"io.uring", "queue.writer loop"}},
 		{"log level", "log:\n  level: loud\n", []string{"log.level"}},
 		{"log format", "log:\n  format: xml\n", []string{"log.format"}},
 		{"bad room", "producer:\n  rooms:\n    - room: 'a.b'\n      interval: 1s\n      metrics: [{key: x, generator: uniform}]\n", []string{"producer.rooms[0].room"}},
@@ -183,5 +185,20 @@ func TestRoomsReplaceDefault(t *testing.T) {
 	}
 	if len(c.Producer.Rooms) != 1 || c.Producer.Rooms[0].Room != "orders" || c.Producer.Rooms[0].Title != "" {
 		t.Fatalf("rooms: %+v", c.Producer.Rooms)
+	}
+}
+
+// TestURingModes: each io.uring mode loads as written, unquoted (YAML
+// 1.1 read on and off as booleans).
+func TestURingModes(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"auto", "on", "off"} {
+		c, err := Load(LoadOptions{File: writeFile(t, "queue:\n  writer: loop\nio:\n  uring: "+mode+"\n")})
+		if err != nil {
+			t.Fatalf("io.uring: %s: %v", mode, err)
+		}
+		if c.IO.URing != mode {
+			t.Errorf("io.uring: %s loaded as %q", mode, c.IO.URing)
+		}
 	}
 }

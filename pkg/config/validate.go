@@ -145,6 +145,15 @@ func (c *Config) Validate() error {
 	if c.Queue.Writer != "goroutine" && c.Queue.Writer != "loop" {
 		bad("queue.writer", "must be goroutine or loop, got %q", c.Queue.Writer)
 	}
+	switch c.IO.URing {
+	case "auto", "off":
+	case "on":
+		if c.Queue.Writer != "loop" {
+			bad("io.uring", "on needs queue.writer loop (only the event-loop writer uses io_uring), got queue.writer %q", c.Queue.Writer)
+		}
+	default:
+		bad("io.uring", "must be auto, on or off, got %q", c.IO.URing)
+	}
 	if c.Queue.CoalesceDelay < 0 || c.Queue.CoalesceDelay > 100*time.Millisecond {
 		bad("queue.coalesce_delay", "must be 0 to 100ms, got %v", c.Queue.CoalesceDelay)
 	}

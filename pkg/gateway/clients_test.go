@@ -174,7 +174,7 @@ func TestBadProducerPayloads(t *testing.T) {
 // of the same room nor makes the gateway hold more than the queue bound.
 func TestSlowClient(t *testing.T) {
 	t.Parallel()
-	for _, writer := range []string{"goroutine", "loop"} {
+	for _, writer := range writers {
 		t.Run(writer, func(t *testing.T) {
 			t.Parallel()
 			testSlowClient(t, writer)
@@ -185,7 +185,7 @@ func TestSlowClient(t *testing.T) {
 func testSlowClient(t *testing.T, writer string) {
 	ns := roomtest.StartNATS(t)
 	cfg := roomtest.Config(t, ns.ClientURL())
-	cfg.Queue.Writer = writer
+	useWriter(&cfg, writer)
 	// The slow client never reads, so its writer blocks; this test is about
 	// conflation, so keep write_timeout from ending it on a loaded machine
 	// (seen: 21 s for the 400 updates while other builds ran).

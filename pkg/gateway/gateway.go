@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/roomcast/roomcast/internal/uring"
 	"github.com/roomcast/roomcast/pkg/broker"
 	"github.com/roomcast/roomcast/pkg/catalog"
 	"github.com/roomcast/roomcast/pkg/client"
@@ -53,6 +54,9 @@ type Options struct {
 	// (with the client's auth payload) and which rooms it may join; nil
 	// allows everything.
 	SocketIOAuthorize socketio.Authorize
+
+	// uringSetup replaces io_uring_setup(2) (tests refuse io_uring).
+	uringSetup uring.SetupFunc
 }
 
 // Gateway is a running gateway.
@@ -221,7 +225,10 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 		// With queue.writer loop, /ws sessions without compression are
 		// written by the writer's loops.
 		if cfg.Queue.Writer == "loop" {
-			if g.writer, err = ws.NewWriter(log, ws.WriterConfig{CoalesceDelay: cfg.Queue.CoalesceDelay}); err != nil {
+			if g.writer, err = ws.NewWriter(log, ws.WriterConfig{CoalesceDelay: cfg.Queue.CoalesceDelay, URing: cfg.IO.URing, URingSetup: opts.uringSetup}); err != nil {
+				if cfg.IO.URing == "on" {
+					return nil, err
+				}
 				log.Warn("no event-loop writer: a writer goroutine per busy connection", "err", err)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/pkg/config"
 	"github.com/roomcast/roomcast/pkg/gateway"
 )
 
@@ -762,5 +763,19 @@ func TestMaxConnectionsGauge(t *testing.T) {
 				t.Fatalf("roomcast_max_connections = %v, want the enforced limit %d", v, enforced)
 			}
 		})
+	}
+}
+
+// writers are the write paths the delivery tests run on: a writer
+// goroutine per busy connection; the event-loop writer with io.uring
+// auto (io_uring where this kernel allows it, else write(2)); and the
+// event-loop writer with io.uring off, the fallback, always on write(2).
+var writers = []string{"goroutine", "loop", "loop-write"}
+
+// useWriter sets cfg up for one of writers.
+func useWriter(cfg *config.Config, writer string) {
+	cfg.Queue.Writer, cfg.IO.URing = writer, "auto"
+	if writer == "loop-write" {
+		cfg.Queue.Writer, cfg.IO.URing = "loop", "off"
 	}
 }

@@ -161,7 +161,7 @@ func TestRoomLinger(t *testing.T) {
 // one after another across the window, all with 1012.
 func TestDrainSpreadsCloses(t *testing.T) {
 	t.Parallel()
-	for _, writer := range []string{"goroutine", "loop"} {
+	for _, writer := range writers {
 		t.Run(writer, func(t *testing.T) {
 			t.Parallel()
 			testDrainSpreadsCloses(t, writer)
@@ -171,7 +171,7 @@ func TestDrainSpreadsCloses(t *testing.T) {
 
 func testDrainSpreadsCloses(t *testing.T, writer string) {
 	cfg := roomtest.Config(t, "")
-	cfg.Queue.Writer = writer
+	useWriter(&cfg, writer)
 	cfg.DrainWindow = time.Second
 	g := roomtest.StartGateway(t, cfg)
 	const n = 10

@@ -19,7 +19,7 @@ import (
 // reader of a connection (the race detector would see two readers on one
 // frame parser), no panic, no poller error, and everything is released.
 func TestPollerDescriptorReuse(t *testing.T) {
-	for _, writer := range []string{"goroutine", "loop"} {
+	for _, writer := range writers {
 		t.Run(writer, func(t *testing.T) {
 			testPollerDescriptorReuse(t, writer)
 		})
@@ -32,7 +32,7 @@ func testPollerDescriptorReuse(t *testing.T, writer string) {
 	}
 	ns := roomtest.StartNATS(t)
 	cfg := roomtest.Config(t, ns.ClientURL())
-	cfg.Queue.Writer = writer
+	useWriter(&cfg, writer)
 	g := roomtest.StartGateway(t, cfg)
 	nc := roomtest.Connect(t, ns)
 	baseline := roomtest.Goroutines()
@@ -145,7 +145,7 @@ func shortLived(addr string, i int) error {
 // a read wrongly taken as the socket's last, leaves a command unread and
 // its client waiting, which is what this test would see.
 func TestEveryCommandAnswered(t *testing.T) {
-	for _, writer := range []string{"goroutine", "loop"} {
+	for _, writer := range writers {
 		t.Run(writer, func(t *testing.T) { everyCommandAnswered(t, writer) })
 	}
 }
@@ -153,7 +153,7 @@ func TestEveryCommandAnswered(t *testing.T) {
 func everyCommandAnswered(t *testing.T, writer string) {
 	ns := roomtest.StartNATS(t)
 	cfg := roomtest.Config(t, ns.ClientURL())
-	cfg.Queue.Writer = writer
+	useWriter(&cfg, writer)
 	cfg.Limits.CommandsPerSecond = 10000 // the budget is not what is tested
 	cfg.Limits.CommandBurst = 10000
 	g := roomtest.StartGateway(t, cfg)

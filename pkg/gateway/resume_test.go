@@ -76,7 +76,7 @@ func expectChain(t *testing.T, c *roomtest.Client, want []uint64, prev0 uint64, 
 func TestResumeTable(t *testing.T) {
 	// Both writers: the loop writer pages a replay from its write loop,
 	// which the smallest queues exercise at every page.
-	for _, writer := range []string{"goroutine", "loop"} {
+	for _, writer := range writers {
 		t.Run(writer, func(t *testing.T) { resumeTable(t, writer) })
 	}
 }
@@ -85,7 +85,7 @@ func resumeTable(t *testing.T, writer string) {
 	ns := roomtest.StartNATS(t)
 	nc := roomtest.Connect(t, ns)
 	cfg := roomtest.Config(t, ns.ClientURL())
-	cfg.Queue.Writer = writer
+	useWriter(&cfg, writer)
 	cfg.History.Depth = 100
 	cfg.History.Memory = 100
 	smallestQueues(&cfg)

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/roomcast/roomcast/internal/sockettest"
+	"github.com/roomcast/roomcast/internal/uring"
 	"github.com/roomcast/roomcast/pkg/client"
 	"github.com/roomcast/roomcast/pkg/hub"
 	"github.com/roomcast/roomcast/pkg/metrics"
@@ -44,14 +45,37 @@ type loopRig struct {
 	ended   atomic.Int64
 }
 
-func newLoopRig(t *testing.T, cfg Config) *loopRig {
+// forEachPath runs a loop-writer test on write(2) and, where this
+// kernel allows it, on io_uring.
+func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
+	for _, path := range []string{PathWrite, PathURing} {
+		t.Run(path, func(t *testing.T) {
+			if path == PathURing {
+				if err := uring.Available(); err != nil {
+					t.Skipf("io_uring not allowed here (the gateway writes with write(2)): %v", err)
+				}
+			}
+			test(t, path)
+		})
+	}
+}
+
+// newLoopRig starts the rig with a writer on path (PathWrite or PathURing).
+func newLoopRig(t *testing.T, cfg Config, path string) *loopRig {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	r := &loopRig{t: t, m: metrics.New(reg), started: make(chan *Session, 1024)}
-	w, err := NewWriter(log, WriterConfig{Loops: 2})
+	mode := "off"
+	if path == PathURing {
+		mode = "on"
+	}
+	w, err := NewWriter(log, WriterConfig{Loops: 2, URing: mode})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if w.Path() != path {
+		t.Fatalf("writer path %s, want %s", w.Path(), path)
 	}
 	p, err := NewPoller(log, r.m)
 	if err != nil {
@@ -214,10 +238,12 @@ func seqs(t *testing.T, payload []byte) []int {
 // updates written by the loops; no goroutine is started per delivery (the
 // count stays flat while updates flow), every update arrives in order,
 // and after the sessions close the goroutines are back at the baseline.
-func TestLoopManySessions(t *testing.T) {
+func TestLoopManySessions(t *testing.T) { forEachPath(t, testLoopManySessions) }
+
+func testLoopManySessions(t *testing.T, path string) {
 	const clients, updates = 500, 40
 	baseline := runtime.NumGoroutine()
-	r := newLoopRig(t, Config{})
+	r := newLoopRig(t, Config{}, path)
 	type cl struct {
 		c    net.Conn
 		br   *bufio.Reader
@@ -283,6 +309,19 @@ func TestLoopManySessions(t *testing.T) {
 	if n := counterValue(r.m.MessagesSent); n != clients*updates {
 		t.Errorf("MessagesSent %v, want %d", n, clients*updates)
 	}
+	sends, subs := r.writer.RingStats()
+	if path == PathURing {
+		// Each update is pushed to all 500 before the loops take them:
+		// the sends of a turn must go to the kernel together. (A frame
+		// may carry several updates, so there are fewer sends than
+		// deliveries, but at least one per client.)
+		t.Logf("io_uring: %d sends in %d submissions", sends, subs)
+		if sends < clients || subs == 0 || sends/subs < 4 {
+			t.Errorf("io_uring: %d sends in %d submissions; want at least %d sends, 4 or more per submission", sends, subs, clients)
+		}
+	} else if sends != 0 {
+		t.Errorf("%d sends through io_uring on the write(2) path", sends)
+	}
 	for _, c := range cls {
 		c.s.Close(1000, "bye")
 	}
@@ -320,9 +359,11 @@ func setSndbuf(t *testing.T, s *Session, n int) {
 // TestLoopSlowReaderResume: a client that reads slowly makes the socket
 // would-block again and again; the loop keeps what did not fit, resumes
 // on EPOLLOUT, and every byte arrives in order.
-func TestLoopSlowReaderResume(t *testing.T) {
+func TestLoopSlowReaderResume(t *testing.T) { forEachPath(t, testLoopSlowReaderResume) }
+
+func testLoopSlowReaderResume(t *testing.T, path string) {
 	const updates = 3000
-	r := newLoopRig(t, Config{MaxBatchBytes: 8 << 10})
+	r := newLoopRig(t, Config{MaxBatchBytes: 8 << 10}, path)
 	c, br, s := r.dial(4096)
 	setSndbuf(t, s, 4096)
 	for u := 1; u <= updates; u++ {
@@ -358,9 +399,11 @@ func TestLoopSlowReaderResume(t *testing.T) {
 
 // TestLoopWriteTimeout: a client that stops reading is ended after
 // write_timeout without progress, while a client beside it is served.
-func TestLoopWriteTimeout(t *testing.T) {
+func TestLoopWriteTimeout(t *testing.T) { forEachPath(t, testLoopWriteTimeout) }
+
+func testLoopWriteTimeout(t *testing.T, path string) {
 	const timeout = 300 * time.Millisecond
-	r := newLoopRig(t, Config{WriteTimeout: timeout})
+	r := newLoopRig(t, Config{WriteTimeout: timeout}, path)
 	_, _, stuck := r.dial(4096)
 	setSndbuf(t, stuck, 4096)
 	c, br, live := r.dial(0)
@@ -410,8 +453,10 @@ func TestLoopWriteTimeout(t *testing.T) {
 // TestLoopPingInsidePartialFrame: a ping and a pong sent while a large
 // data frame is only partly written wait for it; the client's strict
 // parser sees valid frames only, the data intact.
-func TestLoopPingInsidePartialFrame(t *testing.T) {
-	r := newLoopRig(t, Config{MaxBatchBytes: 1 << 20})
+func TestLoopPingInsidePartialFrame(t *testing.T) { forEachPath(t, testLoopPingInsidePartialFrame) }
+
+func testLoopPingInsidePartialFrame(t *testing.T, path string) {
+	r := newLoopRig(t, Config{MaxBatchBytes: 1 << 20}, path)
 	c, br, s := r.dial(4096)
 	setSndbuf(t, s, 4096)
 	for u := 1; u <= 200; u++ {
@@ -452,4 +497,29 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestWriterURingRefused: a kernel that refuses io_uring (seccomp,
+// kernel.io_uring_disabled) leaves io.uring auto on write(2), said in the
+// log, and io.uring on without a writer, with an error that says why.
+func TestWriterURingRefused(t *testing.T) {
+	refuse := func(uint32, *uring.Params) (int, error) { return -1, syscall.EPERM }
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	w, err := NewWriter(log, WriterConfig{Loops: 2, URing: "auto", URingSetup: refuse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.Path() != PathWrite {
+		t.Errorf("path %s with io_uring refused, want %s", w.Path(), PathWrite)
+	}
+	for _, want := range []string{"io_uring not used", "operation not permitted", "path=write"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("log %q does not say %q", logged.String(), want)
+		}
+	}
+	if _, err := NewWriter(log, WriterConfig{Loops: 2, URing: "on", URingSetup: refuse}); err == nil || !strings.Contains(err.Error(), "io_uring") {
+		t.Errorf("io.uring on with io_uring refused: %v; want an error naming io_uring", err)
+	}
 }

@@ -19,10 +19,14 @@ import (
 //
 // Lock order: lp.mu, then the loop's mu (schedule) or the writer's mu
 // (arm, forget), then the outbox's lock (TakeQueued). Nothing holding
-// lp.mu calls end, or anything that could take lp.mu again.
+// lp.mu calls end, or anything that could take lp.mu again. Only a write
+// loop holds several sessions' lp.mu at once (those whose SENDs are in
+// its ring, taken one after another); no one else holds two, so that
+// makes no cycle.
 type loopState struct {
-	loop *evloop // nil: the session has a writer goroutine (writer.go)
-	raw  syscall.RawConn
+	loop   *evloop // nil: the session has a writer goroutine (writer.go)
+	raw    syscall.RawConn
+	sockFD int32 // the socket's number, for io_uring SENDs (valid until forget)
 
 	queued    atomic.Bool // on the loop's ready list
 	writable  atomic.Bool // EPOLLOUT came since the socket was armed
@@ -52,6 +56,12 @@ type loopState struct {
 	tooSlowDue  time.Time // 4008: the close frame must have gone by then
 	flushed     bool      // the close's one take of the queue is done
 	graceTimer  *time.Timer
+	// The io_uring path: inRing while a SEND of out is in the loop's
+	// ring (the loop holds mu until its result is in); then resReady,
+	// and resN and resErr are what the send did.
+	inRing, resReady bool
+	resN             int
+	resErr           error
 }
 
 const (
@@ -77,7 +87,12 @@ func (s *Session) useLoop(w *Writer) {
 	if err != nil {
 		return
 	}
-	s.lp.raw, s.lp.loop = raw, w.assign()
+	fd := int32(-1)
+	_ = raw.Control(func(f uintptr) { fd = int32(f) })
+	if fd < 0 {
+		return
+	}
+	s.lp.raw, s.lp.sockFD, s.lp.loop = raw, fd, w.assign()
 }
 
 // schedule puts the session on its loop for a turn.
@@ -99,7 +114,7 @@ func (s *Session) loopTurn(l *evloop) error {
 			// 4008: give up at once on a frame the socket would not take
 			// (the close frame cannot be sent inside it), and give the
 			// close frame only tooSlowGrace.
-			if lp.outMsgs != nil && len(lp.out) > 0 {
+			if lp.outMsgs != nil && len(lp.out) > 0 && !lp.resReady {
 				return errTooSlow
 			}
 			lp.tooSlowDue = now.Add(tooSlowGrace)
@@ -118,7 +133,10 @@ func (s *Session) loopTurn(l *evloop) error {
 	frames := 0
 	for {
 		if len(lp.out) > 0 {
-			n, err := writeNow(lp.raw, lp.out)
+			n, err, inRing := l.write(s)
+			if inRing {
+				return nil // the loop runs the turn on with the result
+			}
 			lp.out = lp.out[n:]
 			if err != nil {
 				return err
@@ -220,6 +238,7 @@ func (lp *loopState) releaseOut() {
 // dropOut forgets everything unwritten of an ended session.
 func (lp *loopState) dropOut() {
 	lp.out, lp.outBuf, lp.outMsgs, lp.ctrl = nil, nil, nil, nil
+	lp.resReady, lp.resErr = false, nil
 	clear(lp.rest)
 	lp.rest, lp.spare = nil, nil
 }

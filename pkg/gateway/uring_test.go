@@ -1,0 +1,111 @@
+package gateway_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/internal/roomtest"
+	"github.com/roomcast/roomcast/internal/uring"
+	"github.com/roomcast/roomcast/pkg/gateway"
+	"github.com/roomcast/roomcast/pkg/ws"
+)
+
+// lockedLog collects a gateway's log lines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestURingPath: io.uring decides how the loop writer writes, the log
+// says which path runs, and a kernel that refuses io_uring (as container
+// runtimes' seccomp profiles do) leaves auto on write(2), still
+// delivering, while on refuses to start.
+func TestURingPath(t *testing.T) {
+	t.Parallel()
+	refuse := func(uint32, *uring.Params) (int, error) { return -1, syscall.EPERM }
+	kernel := ws.PathWrite
+	if err := uring.Available(); err == nil {
+		kernel = ws.PathURing
+	} else {
+		t.Logf("io_uring not allowed here, so auto runs on write(2): %v", err)
+	}
+	for _, tc := range []struct {
+		name     string
+		writer   string
+		mode     string
+		setup    uring.SetupFunc
+		wantPath string // "" : no loop writer; "fail": Start fails
+		wantLog  string
+	}{
+		{"auto", "loop", "auto", nil, kernel, ""},
+		{"auto, refused", "loop", "auto", refuse, ws.PathWrite, "io_uring not used"},
+		{"off", "loop", "off", nil, ws.PathWrite, ""},
+		{"on, refused", "loop", "on", refuse, "fail", ""},
+		{"goroutine writer", "goroutine", "auto", nil, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := roomtest.StartNATS(t)
+			cfg := roomtest.Config(t, ns.ClientURL())
+			cfg.Queue.Writer, cfg.IO.URing = tc.writer, tc.mode
+			logged := &lockedLog{}
+			g, err := gateway.Start(cfg, gateway.WithURingSetup(gateway.Options{Log: slog.New(slog.NewTextHandler(logged, nil))}, tc.setup))
+			if tc.wantPath == "fail" {
+				if err == nil {
+					_ = g.Shutdown(context.Background())
+					t.Fatal("started with io.uring on and io_uring refused")
+				}
+				if !strings.Contains(err.Error(), "io_uring") || !strings.Contains(err.Error(), "operation not permitted") {
+					t.Fatalf("error %q does not say io_uring was refused", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = g.Shutdown(ctx)
+			})
+			out := logged.String()
+			if tc.wantPath == "" {
+				if strings.Contains(out, "event-loop writer") {
+					t.Errorf("the goroutine writer logged an event-loop writer: %s", out)
+				}
+			} else if !strings.Contains(out, "msg=\"event-loop writer\" path="+tc.wantPath) {
+				t.Errorf("log does not say path=%s:\n%s", tc.wantPath, out)
+			}
+			if tc.wantLog != "" && !strings.Contains(out, tc.wantLog) {
+				t.Errorf("log does not say %q:\n%s", tc.wantLog, out)
+			}
+			// Whatever the path, updates are delivered.
+			nc := roomtest.Connect(t, ns)
+			c := roomtest.Dial(t, g)
+			c.Join("sales")
+			if err := nc.Publish(salesSubject, []byte(`{"n":1}`)); err != nil {
+				t.Fatal(err)
+			}
+			if m := c.Expect("update"); !strings.Contains(string(m.Data), `"n":1`) {
+				t.Fatalf("update %s", m.Data)
+			}
+		})
+	}
+}
