@@ -221,9 +221,10 @@ type Queue struct {
 	// waits this long so that what follows leaves in the same frame.
 	CoalesceDelay time.Duration `mapstructure:"coalesce_delay"`
 	// Writer chooses how /ws connections are written: "goroutine" (a
-	// writer goroutine per busy connection) or "loop" (the event-loop
+	// writer goroutine per busy connection), "loop" (the event-loop
 	// writer: a few write loops for all connections; Linux, without TLS
-	// or compression).
+	// or compression; on io_uring or write(2), see IO) or "auto" (loop
+	// when it can write through io_uring, else goroutine).
 	Writer string `mapstructure:"writer"`
 }
 
@@ -384,7 +385,7 @@ func Default() Config {
 			MaxBytes:      1 << 20,
 			BatchBytes:    32 << 10,
 			CoalesceDelay: 0,
-			Writer:        "goroutine",
+			Writer:        "auto",
 		},
 		IO:          IO{URing: "auto"},
 		Compression: Compression{Enabled: false, MinBytes: 1024, Level: 1},

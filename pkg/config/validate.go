@@ -142,14 +142,17 @@ func (c *Config) Validate() error {
 	positive("queue.max_messages", c.Queue.MaxMessages)
 	positive("queue.max_bytes", c.Queue.MaxBytes)
 	positive("queue.batch_bytes", c.Queue.BatchBytes)
-	if c.Queue.Writer != "goroutine" && c.Queue.Writer != "loop" {
-		bad("queue.writer", "must be goroutine or loop, got %q", c.Queue.Writer)
+	if c.Queue.Writer != "auto" && c.Queue.Writer != "goroutine" && c.Queue.Writer != "loop" {
+		bad("queue.writer", "must be auto, goroutine or loop, got %q", c.Queue.Writer)
 	}
 	switch c.IO.URing {
 	case "auto", "off":
 	case "on":
-		if c.Queue.Writer != "loop" {
-			bad("io.uring", "on needs queue.writer loop (only the event-loop writer uses io_uring), got queue.writer %q", c.Queue.Writer)
+		if c.Queue.Writer == "goroutine" {
+			bad("io.uring", "on needs queue.writer auto or loop (only the event-loop writer uses io_uring), got queue.writer %q", c.Queue.Writer)
+		}
+		if c.TLS.CertFile != "" {
+			bad("io.uring", "on needs plain sockets: with tls.cert_file the gateway writes through crypto/tls")
 		}
 	default:
 		bad("io.uring", "must be auto, on or off, got %q", c.IO.URing)

@@ -33,16 +33,17 @@ func (l *lockedLog) String() string {
 	return l.b.String()
 }
 
-// TestURingPath: io.uring decides how the loop writer writes, the log
-// says which path runs, and a kernel that refuses io_uring (as container
-// runtimes' seccomp profiles do) leaves auto on write(2), still
-// delivering, while on refuses to start.
+// TestURingPath: queue.writer and io.uring decide how /ws is written, the
+// log says which path runs, and a kernel that refuses io_uring (as
+// container runtimes' seccomp profiles do) leaves the loop on write(2)
+// and queue.writer auto on goroutines, still delivering, while io.uring
+// on refuses to start.
 func TestURingPath(t *testing.T) {
 	t.Parallel()
 	refuse := func(uint32, *uring.Params) (int, error) { return -1, syscall.EPERM }
-	kernel := ws.PathWrite
+	kernel, autoPath := ws.PathWrite, ""
 	if err := uring.Available(); err == nil {
-		kernel = ws.PathURing
+		kernel, autoPath = ws.PathURing, ws.PathURing
 	} else {
 		t.Logf("io_uring not allowed here, so auto runs on write(2): %v", err)
 	}
@@ -51,14 +52,19 @@ func TestURingPath(t *testing.T) {
 		writer   string
 		mode     string
 		setup    uring.SetupFunc
-		wantPath string // "" : no loop writer; "fail": Start fails
+		wantPath string // "": no loop writer; "fail": Start fails
 		wantLog  string
 	}{
-		{"auto", "loop", "auto", nil, kernel, ""},
-		{"auto, refused", "loop", "auto", refuse, ws.PathWrite, "io_uring not used"},
-		{"off", "loop", "off", nil, ws.PathWrite, ""},
-		{"on, refused", "loop", "on", refuse, "fail", ""},
+		{"loop, auto", "loop", "auto", nil, kernel, ""},
+		{"loop, auto, refused", "loop", "auto", refuse, ws.PathWrite, "io_uring not used"},
+		{"loop, off", "loop", "off", nil, ws.PathWrite, ""},
+		{"loop, on, refused", "loop", "on", refuse, "fail", ""},
 		{"goroutine writer", "goroutine", "auto", nil, "", ""},
+		// queue.writer auto: the loop on io_uring, else goroutines.
+		{"auto, auto", "auto", "auto", nil, autoPath, ""},
+		{"auto, auto, refused", "auto", "auto", refuse, "", "writer goroutine per busy connection (queue.writer auto"},
+		{"auto, off", "auto", "off", nil, "", "writer goroutine per busy connection (queue.writer auto, io.uring off)"},
+		{"auto, on, refused", "auto", "on", refuse, "fail", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -87,7 +93,7 @@ func TestURingPath(t *testing.T) {
 			})
 			out := logged.String()
 			if tc.wantPath == "" {
-				if strings.Contains(out, "event-loop writer") {
+				if strings.Contains(out, `msg="event-loop writer"`) {
 					t.Errorf("the goroutine writer logged an event-loop writer: %s", out)
 				}
 			} else if !strings.Contains(out, "msg=\"event-loop writer\" path="+tc.wantPath) {

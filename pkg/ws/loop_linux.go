@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/roomcast/roomcast/internal/uring"
 )
@@ -97,7 +98,7 @@ func NewWriter(log *slog.Logger, cfg WriterConfig) (*Writer, error) {
 		var err error
 		if rings, err = newRings(n, cfg.URingSetup); err != nil {
 			if cfg.URing == "on" {
-				return nil, fmt.Errorf("io.uring is on: %w", err)
+				return nil, fmt.Errorf("io_uring required but not usable: %w", err)
 			}
 			log.Info("io_uring not used: the write loops write with write(2)", "err", err)
 		}
@@ -519,7 +520,7 @@ func writeNow(raw syscall.RawConn, p []byte) (n int, err error) {
 	var werr error
 	cerr := raw.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			m, e := syscall.Write(int(fd), p[n:])
+			m, e := rawWrite(int(fd), p[n:])
 			if m > 0 {
 				n += m
 			}
@@ -541,4 +542,20 @@ func writeNow(raw syscall.RawConn, p []byte) (n int, err error) {
 		return n, cerr
 	}
 	return n, werr
+}
+
+// rawWrite is write(2) without the scheduler's system call protocol
+// (RawSyscall): the socket is non-blocking, so the call never waits, and
+// a loop writing hundreds of sockets in a row must not give up its P on
+// each one (sysmon hands a P in a system call to another thread; getting
+// one back can wait behind every runnable goroutine).
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
