@@ -23,13 +23,13 @@ import (
 // wakes no goroutine of its own. A push into an outbox puts its session on
 // its loop's ready list (the loop is woken only if it sleeps); the loop
 // takes the queue, frames it as writeBatch does, and writes with write(2)
-// under the socket's RawConn, or, on the io_uring path, hands the writes of
-// all the sessions it takes at once to the kernel as io_uring SENDs, one
-// io_uring_enter for up to ringEntries of them. What the socket does not take stays in the
-// session; the writer's own epoll instance (EPOLLOUT, one-shot) puts the
-// session back on its loop when the socket can take more. A stalled
-// session is ended after write_timeout without progress by a sweep of its
-// loop.
+// under the socket's RawConn, or, on the io_uring path, hands the writes
+// of all the sessions it takes at once to the kernel as io_uring SENDs,
+// one io_uring_enter for up to ringEntries of them. What the socket does
+// not take stays in the session; the writer's own epoll instance
+// (EPOLLOUT, one-shot) puts the session back on its loop when the socket
+// can take more. A stalled session is ended after write_timeout without
+// progress by a sweep of its loop.
 //
 // Descriptor reuse: as in package wsread, every epoll_ctl runs inside the
 // socket's RawConn.Control (the descriptor cannot be closed meanwhile),
