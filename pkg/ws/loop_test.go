@@ -315,9 +315,12 @@ func testLoopManySessions(t *testing.T, path string) {
 		// the sends of a turn must go to the kernel together. (A frame
 		// may carry several updates, so there are fewer sends than
 		// deliveries, but at least one per client.)
+		// (About 150 per submission on an idle machine; the bound is
+		// low so that a loaded one, where a loop may catch up with the
+		// pusher, does not fail it.)
 		t.Logf("io_uring: %d sends in %d submissions", sends, subs)
-		if sends < clients || subs == 0 || sends/subs < 4 {
-			t.Errorf("io_uring: %d sends in %d submissions; want at least %d sends, 4 or more per submission", sends, subs, clients)
+		if sends < clients || subs == 0 || sends/subs < 2 {
+			t.Errorf("io_uring: %d sends in %d submissions; want at least %d sends, 2 or more per submission", sends, subs, clients)
 		}
 	} else if sends != 0 {
 		t.Errorf("%d sends through io_uring on the write(2) path", sends)
