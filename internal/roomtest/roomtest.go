@@ -122,7 +122,15 @@ func Config(t testing.TB, url string) config.Config {
 // StartGateway starts a gateway and shuts it down when the test ends.
 func StartGateway(t testing.TB, cfg config.Config) *gateway.Gateway {
 	t.Helper()
-	g, err := gateway.Start(cfg, gateway.Options{Log: Logger(t)})
+	return StartGatewayWith(t, cfg, gateway.Options{Log: Logger(t)})
+}
+
+// StartGatewayWith is StartGateway with the test's own options (a log
+// handler to read, an injected io_uring setup); it waits until the
+// gateway is ready as StartGateway does.
+func StartGatewayWith(t testing.TB, cfg config.Config, opts gateway.Options) *gateway.Gateway {
+	t.Helper()
+	g, err := gateway.Start(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -741,15 +741,7 @@ func TestMaxConnectionsGauge(t *testing.T) {
 			cfg := roomtest.Config(t, "")
 			cfg.Limits.MaxConnections = configured
 			h := &budgetLog{max: -1}
-			g, err := gateway.Start(cfg, gateway.Options{Log: slog.New(h)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = g.Shutdown(ctx)
-			})
+			g := roomtest.StartGatewayWith(t, cfg, gateway.Options{Log: slog.New(h)})
 			h.mu.Lock()
 			enforced := h.max
 			h.mu.Unlock()

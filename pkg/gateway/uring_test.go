@@ -7,7 +7,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/roomcast/roomcast/internal/roomtest"
 	"github.com/roomcast/roomcast/internal/uring"
@@ -72,8 +71,9 @@ func TestURingPath(t *testing.T) {
 			cfg := roomtest.Config(t, ns.ClientURL())
 			cfg.Queue.Writer, cfg.IO.URing = tc.writer, tc.mode
 			logged := &lockedLog{}
-			g, err := gateway.Start(cfg, gateway.WithURingSetup(gateway.Options{Log: slog.New(slog.NewTextHandler(logged, nil))}, tc.setup))
+			opts := gateway.WithURingSetup(gateway.Options{Log: slog.New(slog.NewTextHandler(logged, nil))}, tc.setup)
 			if tc.wantPath == "fail" {
+				g, err := gateway.Start(cfg, opts)
 				if err == nil {
 					_ = g.Shutdown(context.Background())
 					t.Fatal("started with io.uring on and io_uring refused")
@@ -83,14 +83,7 @@ func TestURingPath(t *testing.T) {
 				}
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = g.Shutdown(ctx)
-			})
+			g := roomtest.StartGatewayWith(t, cfg, opts)
 			out := logged.String()
 			if tc.wantPath == "" {
 				if strings.Contains(out, `msg="event-loop writer"`) {
