@@ -2,35 +2,16 @@ package gateway_test
 
 import (
 	"context"
-	"log/slog"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/roomcast/roomcast/internal/logtest"
 	"github.com/roomcast/roomcast/internal/roomtest"
 	"github.com/roomcast/roomcast/internal/uring"
 	"github.com/roomcast/roomcast/pkg/gateway"
 	"github.com/roomcast/roomcast/pkg/ws"
 )
-
-// lockedLog collects a gateway's log lines.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestURingPath: queue.writer and io.uring decide how /ws is written, the
 // log says which path runs, and a kernel that refuses io_uring (as
@@ -70,8 +51,8 @@ func TestURingPath(t *testing.T) {
 			ns := roomtest.StartNATS(t)
 			cfg := roomtest.Config(t, ns.ClientURL())
 			cfg.Queue.Writer, cfg.IO.URing = tc.writer, tc.mode
-			logged := &lockedLog{}
-			opts := gateway.WithURingSetup(gateway.Options{Log: slog.New(slog.NewTextHandler(logged, nil))}, tc.setup)
+			log, logged := logtest.New()
+			opts := gateway.WithURingSetup(gateway.Options{Log: log}, tc.setup)
 			if tc.wantPath == "fail" {
 				g, err := gateway.Start(cfg, opts)
 				if err == nil {

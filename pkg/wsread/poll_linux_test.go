@@ -3,7 +3,6 @@
 package wsread
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/internal/logtest"
 )
 
 // nopReadable is a connection whose events the test takes itself.
@@ -24,29 +25,12 @@ type errCount struct{ n atomic.Int64 }
 
 func (c *errCount) Inc() { c.n.Add(1) }
 
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testPoller makes a poller whose goroutine is not started.
-func testPoller(t *testing.T, wait func(int, []syscall.EpollEvent, int) (int, error)) (*Poller, *errCount, *logBuffer) {
+func testPoller(t *testing.T, wait func(int, []syscall.EpollEvent, int) (int, error)) (*Poller, *errCount, *logtest.Buffer) {
 	t.Helper()
-	errs, logs := new(errCount), new(logBuffer)
-	p, err := newPoller(slog.New(slog.NewTextHandler(logs, nil)), errs, wait)
+	errs := new(errCount)
+	log, logs := logtest.New()
+	p, err := newPoller(log, errs, wait)
 	if err != nil {
 		t.Fatal(err)
 	}
