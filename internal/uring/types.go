@@ -46,6 +46,13 @@ type CQRingOffsets struct {
 // tests) inject a kernel that refuses io_uring.
 type SetupFunc func(entries uint32, p *Params) (fd int, err error)
 
+// EnterFunc is io_uring_enter(2) as a ring calls it: submit toSubmit
+// prepared requests and, with flags IORING_ENTER_GETEVENTS, wait for
+// minComplete completions; it returns how many requests the kernel took,
+// or the errno. Config.Enter lets tests make a ring fail as a kernel
+// could (its callers' failure paths are otherwise unreachable).
+type EnterFunc func(fd int, toSubmit, minComplete, flags uint32) (int, error)
+
 // ErrUnavailable is wrapped by New's and Probe's error when the kernel
 // does not allow io_uring here (no such system call, refused by seccomp,
 // or disabled by sysctl kernel.io_uring_disabled): callers fall back to

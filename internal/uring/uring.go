@@ -91,6 +91,15 @@ func Setup(entries uint32, p *Params) (int, error) {
 	return int(fd), nil
 }
 
+// Enter is the real io_uring_enter(2).
+func Enter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit), uintptr(minComplete), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return int(n), errno
+	}
+	return int(n), nil
+}
+
 // ErrSQFull is returned when every submission slot holds a prepared
 // request: Submit, then prepare again.
 var ErrSQFull = errors.New("io_uring: submission queue full")
@@ -109,11 +118,14 @@ type Config struct {
 	CQEntries uint32
 	// Setup replaces io_uring_setup(2); nil is the real one.
 	Setup SetupFunc
+	// Enter replaces io_uring_enter(2); nil is the real one.
+	Enter EnterFunc
 }
 
 // Ring is one io_uring instance and its mapped queues.
 type Ring struct {
 	fd       int
+	enterFn  EnterFunc
 	features uint32
 	sqMem    []byte
 	cqMem    []byte // nil with IORING_FEAT_SINGLE_MMAP (same mapping as sqMem)
@@ -185,7 +197,10 @@ func New(cfg Config) (*Ring, error) {
 	if err != nil {
 		return nil, setupError(err)
 	}
-	r := &Ring{fd: fd, features: p.Features, cancelSlot: -1}
+	r := &Ring{fd: fd, enterFn: cfg.Enter, features: p.Features, cancelSlot: -1}
+	if r.enterFn == nil {
+		r.enterFn = Enter
+	}
 	if err := r.mmap(&p); err != nil {
 		r.Close()
 		return nil, err
@@ -487,23 +502,23 @@ func (r *Ring) enter(wait int) (int, error) {
 	submitted := 0
 	for {
 		toSubmit := r.sqLocal - atomic.LoadUint32(r.sqHead)
-		need, flags := 0, uintptr(0)
+		need, flags := uint32(0), uint32(0)
 		if wait > 0 && r.ready() < wait {
-			need, flags = wait, enterGetEvents
+			need, flags = uint32(wait), enterGetEvents
 		}
 		if toSubmit == 0 && need == 0 {
 			return submitted, nil
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(need), flags, 0, 0)
-		switch errno {
-		case 0:
-			submitted += int(n)
-		case unix.EINTR, unix.EAGAIN:
+		n, err := r.enterFn(r.fd, toSubmit, need, flags)
+		switch {
+		case err == nil:
+			submitted += n
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
 			// A signal (Go's preemption sends SIGURG) interrupted the
 			// wait, or the kernel was short of memory: what was taken is
 			// visible in the SQ head, so go round for the rest.
 		default:
-			return submitted, fmt.Errorf("io_uring_enter: %w", errno)
+			return submitted, fmt.Errorf("io_uring_enter: %w", err)
 		}
 	}
 }

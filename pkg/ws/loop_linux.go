@@ -74,6 +74,9 @@ type WriterConfig struct {
 	// URingSetup replaces io_uring_setup(2) (tests refuse io_uring with
 	// it); nil is the real one.
 	URingSetup uring.SetupFunc
+	// URingEnter replaces io_uring_enter(2) (tests make the ring fail
+	// with it); nil is the real one.
+	URingEnter uring.EnterFunc
 }
 
 // The paths a Writer writes by.
@@ -96,7 +99,7 @@ func NewWriter(log *slog.Logger, cfg WriterConfig) (*Writer, error) {
 	var rings []*uring.Ring
 	if cfg.URing == "auto" || cfg.URing == "on" {
 		var err error
-		if rings, err = newRings(n, cfg.URingSetup); err != nil {
+		if rings, err = newRings(n, cfg.URingSetup, cfg.URingEnter); err != nil {
 			if cfg.URing == "on" {
 				return nil, fmt.Errorf("io_uring required but not usable: %w", err)
 			}
@@ -115,10 +118,10 @@ func NewWriter(log *slog.Logger, cfg WriterConfig) (*Writer, error) {
 
 // newRings sets up one ring per loop, after checking that this kernel
 // completes a SEND to a full socket at once (see Ring.CheckSendNoWait).
-func newRings(n int, setup uring.SetupFunc) ([]*uring.Ring, error) {
+func newRings(n int, setup uring.SetupFunc, enter uring.EnterFunc) ([]*uring.Ring, error) {
 	var rings []*uring.Ring
 	for range n {
-		r, err := uring.New(uring.Config{Entries: ringEntries, CQEntries: 2 * ringEntries, Setup: setup})
+		r, err := uring.New(uring.Config{Entries: ringEntries, CQEntries: 2 * ringEntries, Setup: setup, Enter: enter})
 		if err == nil && len(rings) == 0 {
 			if err = r.CheckSendNoWait(); err != nil {
 				_ = r.Close()

@@ -21,6 +21,7 @@ type WriterConfig struct {
 	CoalesceDelay time.Duration
 	URing         string
 	URingSetup    uring.SetupFunc
+	URingEnter    uring.EnterFunc
 }
 
 // The paths a Writer writes by.

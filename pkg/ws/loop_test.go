@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/roomcast/roomcast/internal/logtest"
 	"github.com/roomcast/roomcast/internal/sockettest"
 	"github.com/roomcast/roomcast/internal/uring"
 	"github.com/roomcast/roomcast/pkg/client"
@@ -63,19 +64,25 @@ func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
 // newLoopRig starts the rig with a writer on path (PathWrite or PathURing).
 func newLoopRig(t *testing.T, cfg Config, path string) *loopRig {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	reg := prometheus.NewRegistry()
-	r := &loopRig{t: t, m: metrics.New(reg), started: make(chan *Session, 1024)}
 	mode := "off"
 	if path == PathURing {
 		mode = "on"
 	}
-	w, err := NewWriter(log, WriterConfig{Loops: 2, URing: mode})
+	return newLoopRigWith(t, cfg, WriterConfig{Loops: 2, URing: mode}, slog.New(slog.DiscardHandler))
+}
+
+// newLoopRigWith starts the rig with a writer made from wcfg, logging to
+// log.
+func newLoopRigWith(t *testing.T, cfg Config, wcfg WriterConfig, log *slog.Logger) *loopRig {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	r := &loopRig{t: t, m: metrics.New(reg), started: make(chan *Session, 1024)}
+	w, err := NewWriter(log, wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Path() != path {
-		t.Fatalf("writer path %s, want %s", w.Path(), path)
+	if want := map[string]string{"on": PathURing, "off": PathWrite}[wcfg.URing]; want != "" && w.Path() != want {
+		t.Fatalf("writer path %s, want %s", w.Path(), want)
 	}
 	p, err := NewPoller(log, r.m)
 	if err != nil {
@@ -525,4 +532,133 @@ func TestWriterURingRefused(t *testing.T) {
 	if _, err := NewWriter(log, WriterConfig{Loops: 2, URing: "on", URingSetup: refuse}); err == nil || !strings.Contains(err.Error(), "io_uring") {
 		t.Errorf("io.uring on with io_uring refused: %v; want an error naming io_uring", err)
 	}
+}
+
+// TestLoopRingFailed: when io_uring_enter fails (it should not; a kernel
+// short of memory or a closed ring could), the loop whose submission
+// failed ends the sessions whose sends got no result, says so in the log,
+// and writes with write(2) from then on: its new sessions are served, as
+// are the other loop's, which keeps its ring.
+func TestLoopRingFailed(t *testing.T) {
+	if err := uring.Available(); err != nil {
+		t.Skipf("io_uring not allowed here: %v", err)
+	}
+	var failNext atomic.Bool
+	enter := func(fd int, toSubmit, minComplete, flags uint32) (int, error) {
+		if toSubmit > 0 && failNext.CompareAndSwap(true, false) {
+			return 0, syscall.EBADF
+		}
+		return uring.Enter(fd, toSubmit, minComplete, flags)
+	}
+	log, logged := logtest.New()
+	r := newLoopRigWith(t, Config{}, WriterConfig{Loops: 2, URing: "on", URingEnter: enter}, log)
+
+	type cl struct {
+		s      *Session
+		last   atomic.Int64
+		closed atomic.Bool
+	}
+	var cls []*cl
+	dial := func(n int) []*cl {
+		var out []*cl
+		for range n {
+			c, br, s := r.dial(0)
+			x := &cl{s: s}
+			go func() {
+				defer x.closed.Store(true)
+				for {
+					f, err := readFrame(br)
+					if err != nil || f.op == 0x8 {
+						return
+					}
+					for _, n := range seqs(t, f.payload) {
+						// A client dialled later starts at the next update.
+						if last := x.last.Load(); last != 0 && int64(n) != last+1 {
+							t.Errorf("update %d after %d", n, last)
+							return
+						}
+						x.last.Store(int64(n))
+					}
+				}
+			}()
+			_ = c
+			out = append(out, x)
+		}
+		cls = append(cls, out...)
+		return out
+	}
+	// push sends update u to every client still open and waits until
+	// each has it or has been closed.
+	push := func(u int) {
+		t.Helper()
+		for _, c := range cls {
+			if !c.closed.Load() {
+				c.s.box.Push(numbered("r", u, 40))
+			}
+		}
+		waitUntil(t, 10*time.Second, fmt.Sprintf("every client got update %d or was closed", u), func() bool {
+			for _, c := range cls {
+				if c.last.Load() < int64(u) && !c.closed.Load() {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	first := dial(20)
+	push(1)
+	for _, c := range first {
+		if c.closed.Load() {
+			t.Fatal("a client was closed before io_uring failed")
+		}
+	}
+	failNext.Store(true)
+	push(2)
+	if failNext.Load() {
+		t.Fatal("no submission after the failure was armed")
+	}
+	var failed *evloop
+	ended := 0
+	lost := map[*cl]bool{}
+	for _, c := range first {
+		if !c.closed.Load() {
+			continue
+		}
+		ended++
+		lost[c] = true
+		if failed != nil && c.s.lp.loop != failed {
+			t.Fatal("sessions of both loops ended; only the failed loop's sends lost their result")
+		}
+		failed = c.s.lp.loop
+	}
+	if ended == 0 {
+		t.Fatal("no session ended, though its send got no result")
+	}
+	waitUntil(t, 5*time.Second, "the log says io_uring failed", func() bool {
+		return strings.Contains(logged.String(), "io_uring failed") && strings.Contains(logged.String(), "bad file descriptor")
+	})
+	// New sessions, some on the failed loop, now written with write(2).
+	more := dial(10)
+	onFailed := 0
+	for _, c := range more {
+		if c.s.lp.loop == failed {
+			onFailed++
+		}
+	}
+	if onFailed == 0 {
+		t.Fatal("no new session on the loop whose ring failed")
+	}
+	for u := 3; u <= 5; u++ {
+		push(u)
+	}
+	// The failed submission held the sends of some of that loop's
+	// sessions (how many depends on how far the loop had got when the
+	// updates were pushed); every other session got every update.
+	for i, c := range cls {
+		if c.closed.Load() != lost[c] || (!lost[c] && c.last.Load() != 5) {
+			t.Errorf("client %d (on the failed loop: %v, its send lost: %v): closed %v, last update %d", i, c.s.lp.loop == failed, lost[c], c.closed.Load(), c.last.Load())
+		}
+	}
+	t.Logf("%d of %d sessions ended with the failed submission; %d new sessions on that loop served by write(2)", ended, len(first), onFailed)
 }
