@@ -20,7 +20,8 @@ type sample struct {
 	Subscriptions float64 `json:"nats_subscriptions,omitempty"`
 	Rooms         float64 `json:"rooms,omitempty"`
 	Connections   float64 `json:"connections,omitempty"`
-	Scraped       bool    `json:"metrics_ok"` // the metrics above were read
+	HeapInuse     float64 `json:"heap_inuse_bytes,omitempty"` // go_memstats_heap_inuse_bytes, a Go server's
+	Scraped       bool    `json:"metrics_ok"`                 // the metrics above were read
 }
 
 // runLoad is the coordinator: publisher, connection groups, the server's
@@ -223,6 +224,7 @@ func takeSample(pid string, hasPID bool, metricsURL string, start time.Time) sam
 	s.Subscriptions = m["roomcast_nats_subscriptions"]
 	s.Rooms = m["roomcast_rooms"]
 	s.Connections = m["roomcast_connections"]
+	s.HeapInuse = m["go_memstats_heap_inuse_bytes"]
 	return s
 }
 

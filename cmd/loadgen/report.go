@@ -120,6 +120,11 @@ type Trend struct {
 	GoroutinesPerMin float64 `json:"goroutines_per_min,omitempty"`
 	RSSFirst         int64   `json:"rss_first_bytes"`
 	RSSLast          int64   `json:"rss_last_bytes"`
+	// The same slopes over the window's second half only: a soak's
+	// first minutes include the heap and the stream's caches growing
+	// to their working size, which the whole-window slope mixes in.
+	RSSPerMinLate       float64 `json:"rss_bytes_per_min_second_half"`
+	HeapInusePerMinLate float64 `json:"heap_inuse_bytes_per_min_second_half,omitempty"`
 }
 
 func newResult(cfg Config) *Result {
@@ -284,10 +289,11 @@ func (r *Result) trend() {
 	if len(r.Samples) < 3 {
 		return
 	}
-	slope := func(y func(sample) float64, scraped bool) float64 {
+	half := r.Samples[len(r.Samples)-1].T / 2
+	slopeFrom := func(from float64, y func(sample) float64, scraped bool) float64 {
 		var n, sx, sy, sxx, sxy float64
 		for _, x := range r.Samples {
-			if scraped && !x.Scraped {
+			if (scraped && !x.Scraped) || x.T < from {
 				continue
 			}
 			t, v := x.T/60, y(x)
@@ -302,12 +308,16 @@ func (r *Result) trend() {
 		}
 		return 0
 	}
+	slope := func(y func(sample) float64, scraped bool) float64 { return slopeFrom(0, y, scraped) }
+	rss := func(x sample) float64 { return float64(x.RSS) }
 	r.Trend = &Trend{
-		RSSPerMin:        slope(func(x sample) float64 { return float64(x.RSS) }, false),
-		ThreadsPerMin:    slope(func(x sample) float64 { return float64(x.Threads) }, false),
-		GoroutinesPerMin: slope(func(x sample) float64 { return x.Goroutines }, true),
-		RSSFirst:         r.Samples[0].RSS,
-		RSSLast:          r.Samples[len(r.Samples)-1].RSS,
+		RSSPerMin:           slope(rss, false),
+		ThreadsPerMin:       slope(func(x sample) float64 { return float64(x.Threads) }, false),
+		GoroutinesPerMin:    slope(func(x sample) float64 { return x.Goroutines }, true),
+		RSSFirst:            r.Samples[0].RSS,
+		RSSLast:             r.Samples[len(r.Samples)-1].RSS,
+		RSSPerMinLate:       slopeFrom(half, rss, false),
+		HeapInusePerMinLate: slopeFrom(half, func(x sample) float64 { return x.HeapInuse }, true),
 	}
 }
 
@@ -355,6 +365,8 @@ func (r *Result) print(w io.Writer, quiet bool) {
 		if t := r.Trend; t != nil {
 			row("trend", "RSS %+.1f KiB/min (%.1f → %.1f MiB), threads %+.2f/min, goroutines %+.1f/min",
 				t.RSSPerMin/1024, mib(t.RSSFirst), mib(t.RSSLast), t.ThreadsPerMin, t.GoroutinesPerMin)
+			row("trend, second half", "RSS %+.1f KiB/min, Go heap in use %s", t.RSSPerMinLate/1024,
+				orNA(t.HeapInusePerMinLate/1024, "%+.1f KiB/min"))
 		}
 		_ = tw.Flush()
 	}
