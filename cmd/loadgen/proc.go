@@ -82,7 +82,7 @@ func raiseNoFile() (uint64, error) {
 			return 0, err
 		}
 	}
-	return l.Cur, nil
+	return uint64(l.Cur), nil // int64 on the BSDs
 }
 
 // scrape reads a Prometheus text exposition and returns each metric's
