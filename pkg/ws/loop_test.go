@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -661,4 +662,93 @@ func TestLoopRingFailed(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d sessions ended with the failed submission; %d new sessions on that loop served by write(2)", ended, len(first), onFailed)
+}
+
+// TestLoopEndedSessionsCollected: nothing of the writer keeps a session
+// once it has ended, however it ended: closed by the gateway, by the
+// client mid-stream, or by write_timeout while its socket was full and
+// its loop held it as stalled, armed for EPOLLOUT. A session kept by a
+// map or a timer would be a leak of a few KiB per reconnect, which a
+// long soak with reconnects (W5) shows only as a slow RSS climb.
+func TestLoopEndedSessionsCollected(t *testing.T) { forEachPath(t, testLoopEndedSessionsCollected) }
+
+func testLoopEndedSessionsCollected(t *testing.T, path string) {
+	const perKind, rounds = 10, 3
+	r := newLoopRig(t, Config{WriteTimeout: 200 * time.Millisecond}, path)
+	var gone []weak.Pointer[Session]
+	total := 0
+	for range rounds {
+		var conns []net.Conn
+		var stalled, closedByUs, closedByClient []*Session
+		for i := range 3 * perKind {
+			rcvbuf := 0
+			if i%3 == 0 {
+				rcvbuf = 4096
+			}
+			c, br, s := r.dial(rcvbuf)
+			conns = append(conns, c)
+			gone = append(gone, weak.Make(s))
+			switch i % 3 {
+			case 0:
+				setSndbuf(t, s, 4096) // never read: it fills and stalls
+				stalled = append(stalled, s)
+			case 1:
+				closedByUs = append(closedByUs, s)
+				go func() { // reads until the close, and answers it
+					for {
+						f, err := readFrame(br)
+						if err != nil {
+							return
+						}
+						if f.op == 0x8 {
+							_, _ = c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, f.payload[0], f.payload[1]})
+							return
+						}
+					}
+				}()
+			case 2:
+				closedByClient = append(closedByClient, s)
+				go func() { _, _ = io.Copy(io.Discard, br) }()
+			}
+		}
+		total += len(conns)
+		for u := 1; u <= 50; u++ {
+			for _, group := range [][]*Session{stalled, closedByUs, closedByClient} {
+				for _, s := range group {
+					s.box.Push(numbered("r", u, 1000))
+				}
+			}
+		}
+		waitUntil(t, 5*time.Second, "the stalled sessions are armed for EPOLLOUT", func() bool {
+			for _, s := range stalled {
+				s.lp.mu.Lock()
+				armed := s.lp.armed || s.isEnded()
+				s.lp.mu.Unlock()
+				if !armed {
+					return false
+				}
+			}
+			return true
+		})
+		for _, s := range closedByUs {
+			s.Close(1000, "bye")
+		}
+		for i := 2; i < len(conns); i += 3 {
+			conns[i].Close()
+		}
+		want := int64(total)
+		waitUntil(t, 10*time.Second, "every session ended", func() bool { return r.ended.Load() == want })
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	waitUntil(t, 10*time.Second, "every ended session collected", func() bool {
+		runtime.GC()
+		for _, p := range gone {
+			if p.Value() != nil {
+				return false
+			}
+		}
+		return true
+	})
 }
