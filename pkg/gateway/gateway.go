@@ -226,6 +226,7 @@ func Start(cfg config.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	g.registerWriterMetrics()
 	g.clients = client.NewRules(g.hub, client.Options{
 		MaxRooms:     cfg.Limits.MaxRoomsPerConnection,
 		CommandRate:  cfg.Limits.CommandsPerSecond,

@@ -79,3 +79,29 @@ func (g *Gateway) registerGauges() {
 		}),
 	)
 }
+
+// registerWriterMetrics says which write path this gateway took (the
+// kernel or a container's seccomp profile decides it under io.uring auto)
+// and how well the io_uring path batches. Called once the writer is
+// chosen.
+func (g *Gateway) registerWriterMetrics() {
+	writer, path := "goroutine", "write"
+	if g.writer != nil {
+		writer, path = "loop", g.writer.Path()
+	}
+	g.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_writer_info", Help: "1, labelled with how /ws sessions are written: writer loop (event-loop writer) or goroutine (one per busy connection), path io_uring or write.",
+			ConstLabels: prometheus.Labels{"writer": writer, "path": path}}, func() float64 { return 1 }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_uring_sends_total", Help: "Socket writes the event-loop writer handed to the kernel as io_uring SENDs."}, func() float64 {
+			sends, _ := g.writer.RingStats()
+			return float64(sends)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomcast_uring_submissions_total", Help: "io_uring_enter calls that submitted those SENDs; sends / submissions is the batch the kernel took at once."}, func() float64 {
+			_, subs := g.writer.RingStats()
+			return float64(subs)
+		}),
+	)
+}

@@ -86,6 +86,40 @@ func TestURingPath(t *testing.T) {
 			if m := c.Expect("update"); !strings.Contains(string(m.Data), `"n":1`) {
 				t.Fatalf("update %s", m.Data)
 			}
+			// The metrics say the same as the log.
+			wantWriter, wantMetricPath := "goroutine", ws.PathWrite
+			if tc.wantPath != "" {
+				wantWriter, wantMetricPath = "loop", tc.wantPath
+			}
+			labels, sends := writerMetrics(t, g)
+			if labels["writer"] != wantWriter || labels["path"] != wantMetricPath {
+				t.Errorf("roomcast_writer_info %v, want writer=%s path=%s", labels, wantWriter, wantMetricPath)
+			}
+			if (sends > 0) != (tc.wantPath == ws.PathURing) {
+				t.Errorf("roomcast_uring_sends_total %v on path %q", sends, tc.wantPath)
+			}
 		})
 	}
+}
+
+// writerMetrics returns the labels of g's roomcast_writer_info and its
+// roomcast_uring_sends_total.
+func writerMetrics(t *testing.T, g *gateway.Gateway) (map[string]string, float64) {
+	t.Helper()
+	mfs, err := g.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, sends := map[string]string{}, 0.0
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "roomcast_writer_info":
+			for _, lp := range mf.GetMetric()[0].GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+		case "roomcast_uring_sends_total":
+			sends = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return labels, sends
 }

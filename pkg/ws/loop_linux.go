@@ -179,6 +179,9 @@ func (w *Writer) Path() string { return w.path }
 // how many submissions (flush rounds, each one io_uring_enter unless a
 // signal interrupted it).
 func (w *Writer) RingStats() (sends, submissions uint64) {
+	if w == nil {
+		return 0, 0
+	}
 	for _, l := range w.loops {
 		sends += l.sends.Load()
 		submissions += l.enters.Load()
