@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String("log-format", "", "text or json; overrides log.format")
 	healthcheck := fs.Bool("healthcheck", false, "check /healthz of the gateway listening on this configuration's port and exit 0 if it answers 200 (for container healthchecks: the image has no shell or curl)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file until the gateway stops; for performance work")
+	pprofListen := fs.String("pprof-listen", "", "serve Go's runtime profiles (heap, goroutine, CPU; net/http/pprof) at /debug/pprof/ on this address of their own, e.g. 127.0.0.1:6060; for memory and performance work, never on a public address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +91,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			pprof.StopCPUProfile()
 			f.Close()
 		}()
+	}
+
+	if *pprofListen != "" {
+		stopPprof, err := servePprof(*pprofListen, log)
+		if err != nil {
+			return fmt.Errorf("pprof-listen: %w", err)
+		}
+		defer stopPprof()
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

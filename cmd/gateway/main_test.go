@@ -27,8 +27,8 @@ func TestMain(m *testing.M) {
 // 1012 and the process exits 0 within shutdown_timeout.
 func TestDemoThenSIGTERM(t *testing.T) {
 	t.Parallel()
-	port := roomtest.FreePort(t)
-	p := roomtest.StartCommand(t, []string{"--demo", "--listen", fmt.Sprintf("127.0.0.1:%d", port)},
+	port, pprofPort := roomtest.FreePort(t), roomtest.FreePort(t)
+	p := roomtest.StartCommand(t, []string{"--demo", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--pprof-listen", fmt.Sprintf("127.0.0.1:%d", pprofPort)},
 		"ROOMCAST_CONFIG=../../config.yaml",
 		"ROOMCAST_NATS_EMBEDDED_LISTEN=127.0.0.1:0",
 		"ROOMCAST_NATS_EMBEDDED_STORE_DIR="+t.TempDir(),
@@ -53,6 +53,14 @@ func TestDemoThenSIGTERM(t *testing.T) {
 		}
 		return nil
 	})
+
+	// --pprof-listen: the profiles on their own address, not on listen.
+	if code, body := roomtest.Get(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine?debug=1", pprofPort), nil); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Errorf("pprof listener: %d %.100q", code, body)
+	}
+	if code, _ := roomtest.Get(t, base+"/debug/pprof/goroutine?debug=1", nil); code == 200 {
+		t.Error("the public listener serves /debug/pprof/")
+	}
 
 	// The container healthcheck, against the running gateway and against
 	// a port nobody listens on.
