@@ -98,6 +98,10 @@ func (g *Gateway) registerWriterMetrics() {
 			sends, _ := g.writer.RingStats()
 			return float64(sends)
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_uring_failed_loops", Help: "Write loops whose io_uring failed after start (io_uring_enter error, logged at error): they write with write(2) since, whatever roomcast_writer_info says. Should stay 0."}, func() float64 {
+			return float64(g.writer.RingFailures())
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "roomcast_uring_submissions_total", Help: "io_uring_enter calls that submitted those SENDs; sends / submissions is the batch the kernel took at once."}, func() float64 {
 			_, subs := g.writer.RingStats()

@@ -189,6 +189,20 @@ func (w *Writer) RingStats() (sends, submissions uint64) {
 	return sends, submissions
 }
 
+// RingFailures is how many loops gave their ring up after io_uring_enter
+// failed and write with write(2) since (logged at error when it happens).
+func (w *Writer) RingFailures() int {
+	n := 0
+	if w != nil {
+		for _, l := range w.loops {
+			if l.ringDown.Load() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // wakeFd marks the wake pipe's event; no socket has a negative descriptor.
 const wakeFd = -1
 
@@ -274,6 +288,7 @@ type evloop struct {
 	cqes         []uring.CQE
 	enters       atomic.Uint64 // io_uring_enter calls of flush
 	sends        atomic.Uint64 // SENDs they submitted
+	ringDown     atomic.Bool   // the ring failed: this loop writes with write(2)
 }
 
 // schedule puts s on the loop's ready list, once until its next turn.
@@ -448,6 +463,7 @@ func (l *evloop) ringFailed(batch []*Session, err error) {
 	l.w.log.Error("writer: io_uring failed; this write loop uses write(2) from now on", "err", err)
 	_ = l.ring.Close()
 	l.ring = nil
+	l.ringDown.Store(true)
 	for _, s := range batch {
 		if lp := &s.lp; lp.inRing {
 			lp.inRing, lp.resReady = false, true

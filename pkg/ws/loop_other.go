@@ -36,6 +36,9 @@ func (w *Writer) Path() string { return "" }
 // RingStats is zero: there is no writer.
 func (w *Writer) RingStats() (sends, submissions uint64) { return 0, 0 }
 
+// RingFailures is zero: there is no writer.
+func (w *Writer) RingFailures() int { return 0 }
+
 // NewWriter reports that this system has no loop writer.
 func NewWriter(*slog.Logger, WriterConfig) (*Writer, error) {
 	return nil, errors.New("no event-loop writer on this system")

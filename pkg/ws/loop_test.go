@@ -636,6 +636,9 @@ func TestLoopRingFailed(t *testing.T) {
 	if ended == 0 {
 		t.Fatal("no session ended, though its send got no result")
 	}
+	if n := r.writer.RingFailures(); n != 1 {
+		t.Errorf("RingFailures %d, want 1", n)
+	}
 	waitUntil(t, 5*time.Second, "the log says io_uring failed", func() bool {
 		return strings.Contains(logged.String(), "io_uring failed") && strings.Contains(logged.String(), "bad file descriptor")
 	})
