@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/roomcast/roomcast/internal/logtest"
 	"github.com/roomcast/roomcast/internal/roomtest"
 )
 
@@ -148,22 +148,13 @@ func startNATS(t *testing.T, names []string) (addresses, []*server.Server) {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
+	out  logtest.Buffer
 	done chan struct{}
 }
 
-func (p *process) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
+func (p *process) Write(b []byte) (int, error) { return p.out.Write(b) }
 
-func (p *process) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *process) output() string { return p.out.String() }
 
 // exited reports whether the process has ended.
 func (p *process) exited() bool {

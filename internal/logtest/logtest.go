@@ -1,6 +1,7 @@
 // Package logtest collects what a component logs, for tests that check
 // what it said: a slog text logger over a buffer that many goroutines
-// may write while the test reads it.
+// may write while the test reads it. The buffer also keeps the output of
+// the commands tests start (roomtest.Process).
 package logtest
 
 import (

@@ -1,12 +1,12 @@
 package roomtest
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/roomcast/roomcast/internal/logtest"
 )
 
 // The test binary of a command doubles as the command: TestMain calls
@@ -30,22 +30,13 @@ func RunAsCommand(main func(args []string) int) {
 // Process is a command started by StartCommand.
 type Process struct {
 	Cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
+	out logtest.Buffer
 }
 
 // Output returns what the process wrote to stdout and stderr so far.
-func (p *Process) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *Process) Output() string { return p.out.String() }
 
-func (p *Process) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
+func (p *Process) Write(b []byte) (int, error) { return p.out.Write(b) }
 
 // StartCommand runs the test binary as the command with args and extra
 // environment variables; it is killed when the test ends.
