@@ -213,6 +213,12 @@ func readFrame(br *bufio.Reader) (frame, error) {
 	return frame{op, p}, nil
 }
 
+// answerClose answers the server's close frame f with a masked close
+// frame carrying the same code, as a client does.
+func answerClose(c net.Conn, f frame) {
+	_, _ = c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, f.payload[0], f.payload[1]})
+}
+
 // numbered is update i of room r, with a payload of pad bytes.
 func numbered(room string, i, pad int) outbox.Message {
 	data := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", pad))
@@ -276,8 +282,7 @@ func testLoopManySessions(t *testing.T, path string) {
 					return
 				}
 				if f.op == 0x8 {
-					// Answer the close as a client does, then stop.
-					_, _ = c.c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, f.payload[0], f.payload[1]})
+					answerClose(c.c, f) // as a client does, then stop
 					return
 				}
 				for _, n := range seqs(t, f.payload) {
@@ -704,7 +709,7 @@ func testLoopEndedSessionsCollected(t *testing.T, path string) {
 							return
 						}
 						if f.op == 0x8 {
-							_, _ = c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, f.payload[0], f.payload[1]})
+							answerClose(c, f)
 							return
 						}
 					}
